@@ -1,0 +1,1 @@
+"""The operators' command line: `settlement --help`."""

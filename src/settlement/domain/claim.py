@@ -1,0 +1,154 @@
+"""The canonical claim: what every hospital dialect is mapped to before the engine sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from enum import StrEnum
+
+from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
+from settlement.domain.idcard import id_number_problem
+from settlement.domain.money import ZERO, money
+
+# Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset keeps the domain free of
+# the time-zone database, so a settlement recomputes identically on any machine.
+SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+class HospitalLevel(StrEnum):
+    TOWNSHIP = "township"
+    COUNTY = "county"
+    CITY = "city"
+    PROVINCIAL = "provincial"
+
+
+class Scheme(StrEnum):
+    RESIDENT = "resident"
+    EMPLOYEE = "employee"
+
+
+class VisitType(StrEnum):
+    INPATIENT = "inpatient"
+    OUTPATIENT = "outpatient"
+    CHRONIC_OUTPATIENT = "chronic_outpatient"
+
+
+@dataclass(frozen=True, slots=True)
+class Hospital:
+    code: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    id: str
+    type: str
+    admission_date: date
+    discharge_date: date
+    settled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    id_number: str
+    name: str
+    scheme: str
+    region: str
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    id: str
+    code: str
+    name: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    hospital: Hospital
+    visit: Visit
+    patient: Patient
+    lines: tuple[Line, ...]
+    declared_total: Decimal | None = None
+    total: Decimal = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", sum((line.amount for line in self.lines), ZERO))
+
+    @property
+    def insurance_year(self) -> int:
+        """Annual amounts run per calendar year of the discharge date (a local date in Asia/Shanghai)."""
+        return self.visit.discharge_date.year
+
+    @property
+    def tariff_date(self) -> date:
+        """The tariff in force is chosen by the settlement time's date in Asia/Shanghai."""
+        return self.visit.settled_at.astimezone(SHANGHAI).date()
+
+
+_LEVELS = frozenset(HospitalLevel)
+_SCHEMES = frozenset(Scheme)
+_VISIT_TYPES = frozenset(VisitType)
+
+
+def claim_problems(claim: Claim) -> list[Problem]:
+    """Every reason the claim cannot be settled, in document order; an empty list means it is well formed."""
+    problems: list[Problem] = []
+
+    def add(code: ErrorCode, path: str, message: str) -> None:
+        problems.append(Problem(code, path, message))
+
+    if claim.hospital.level not in _LEVELS:
+        add(ErrorCode.CLAIM_UNKNOWN_LEVEL, "hospital.level",
+            f"unknown hospital level {claim.hospital.level!r}; expected one of {sorted(_LEVELS)}")
+    visit = claim.visit
+    if visit.type not in _VISIT_TYPES:
+        add(ErrorCode.CLAIM_UNKNOWN_VISIT_TYPE, "visit.type",
+            f"unknown visit type {visit.type!r}; expected one of {sorted(_VISIT_TYPES)}")
+    if visit.discharge_date < visit.admission_date:
+        add(ErrorCode.CLAIM_DATES_OUT_OF_ORDER, "visit.discharge_date",
+            f"discharge {visit.discharge_date} is before admission {visit.admission_date}")
+    if visit.settled_at.tzinfo is None or visit.settled_at.utcoffset() is None:
+        add(ErrorCode.CLAIM_NAIVE_SETTLEMENT_TIME, "visit.settled_at", "settlement time must carry its time zone")
+    elif visit.settled_at.astimezone(SHANGHAI).date() < visit.discharge_date:
+        add(ErrorCode.CLAIM_DATES_OUT_OF_ORDER, "visit.settled_at", "settlement time is before the discharge date")
+    patient = claim.patient
+    if patient.scheme not in _SCHEMES:
+        add(ErrorCode.CLAIM_UNKNOWN_SCHEME, "patient.scheme",
+            f"unknown insurance scheme {patient.scheme!r}; expected one of {sorted(_SCHEMES)}")
+    reason = id_number_problem(patient.id_number)
+    if reason is not None:
+        add(ErrorCode.CLAIM_INVALID_ID_NUMBER, "patient.id_number", reason)
+    if not claim.lines:
+        add(ErrorCode.CLAIM_EMPTY, "lines", "the bill has no lines")
+    seen: set[str] = set()
+    for index, line in enumerate(claim.lines):
+        path = f"lines[{index}]"
+        if line.id in seen:
+            add(ErrorCode.CLAIM_DUPLICATE_LINE, f"{path}.id", f"line id {line.id!r} appears more than once")
+        seen.add(line.id)
+        if line.quantity <= 0:
+            add(ErrorCode.CLAIM_NON_POSITIVE_QUANTITY, f"{path}.quantity",
+                f"quantity must be positive, got {line.quantity}")
+        if line.unit_price < 0:
+            add(ErrorCode.CLAIM_NEGATIVE_PRICE, f"{path}.unit_price",
+                f"unit price must not be negative, got {line.unit_price}")
+        expected = money(line.quantity * line.unit_price)
+        if line.amount != expected:
+            add(ErrorCode.CLAIM_AMOUNT_MISMATCH, f"{path}.amount",
+                f"amount {line.amount} is not quantity {line.quantity} x unit price {line.unit_price} = {expected}")
+    if claim.declared_total is not None and claim.declared_total != claim.total:
+        add(ErrorCode.CLAIM_TOTAL_MISMATCH, "total",
+            f"declared total {claim.declared_total} is not the sum of the lines {claim.total}")
+    return problems
+
+
+def validate_claim(claim: Claim) -> None:
+    problems = claim_problems(claim)
+    if problems:
+        raise ClaimRejected(problems)

@@ -1,0 +1,28 @@
+"""Resident identity numbers (GB 11643-1999): 18 characters, ISO 7064 MOD 11-2 check character."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+_SHAPE = re.compile(r"^\d{17}[\dX]$")
+
+
+def check_character(first17: str) -> str:
+    total = sum(int(digit) * weight for digit, weight in zip(first17, _WEIGHTS, strict=True))
+    return _CHECK[total % 11]
+
+
+def id_number_problem(id_number: str) -> str | None:
+    """None when valid, else a reason that does not repeat the number (it is personal data)."""
+    if not _SHAPE.match(id_number):
+        return "must be 17 digits followed by a digit or X"
+    try:
+        date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+    except ValueError:
+        return "birth date part is not a real date"
+    if check_character(id_number[:17]) != id_number[17]:
+        return "check character does not match (GB 11643 MOD 11-2)"
+    return None

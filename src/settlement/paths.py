@@ -1,0 +1,17 @@
+"""Where shipped data lives when no setting says otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def default_tariffs_dir() -> Path:
+    """SETTLEMENT_TARIFFS, else ./tariffs, else the tariffs/ folder of the source checkout."""
+    configured = os.environ.get("SETTLEMENT_TARIFFS")
+    if configured:
+        return Path(configured)
+    local = Path.cwd() / "tariffs"
+    return local if local.is_dir() else _REPO / "tariffs"

@@ -1,0 +1,131 @@
+"""The canonical claim as JSON: money and quantities as decimal strings, dates as ISO 8601."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from settlement.domain.accumulators import Accumulators
+from settlement.domain.claim import Claim, Hospital, Line, Patient, Visit
+from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
+
+_AMOUNT = re.compile(r"^-?\d{1,12}(\.\d{1,2})?$")
+_QUANTITY = re.compile(r"^-?\d{1,9}(\.\d{1,4})?$")
+_PRICE = re.compile(r"^-?\d{1,12}(\.\d{1,4})?$")
+
+
+def _strict_decimal(pattern: re.Pattern[str], what: str) -> Any:
+    def parse(value: object) -> Decimal:
+        if not isinstance(value, str):
+            raise ValueError(f"{what} must be a decimal string such as \"12.50\", not a JSON number")
+        if not pattern.match(value):
+            raise ValueError(f"not a valid {what}: {value!r}")
+        return Decimal(value)
+
+    return BeforeValidator(parse)
+
+
+Amount = Annotated[Decimal, _strict_decimal(_AMOUNT, "amount (at most 2 decimals)")]
+Quantity = Annotated[Decimal, _strict_decimal(_QUANTITY, "quantity (at most 4 decimals)")]
+UnitPrice = Annotated[Decimal, _strict_decimal(_PRICE, "unit price (at most 4 decimals)")]
+ShortText = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HospitalIn(Wire):
+    code: ShortText
+    level: str = Field(description="township | county | city | provincial")
+    name: str | None = None
+
+
+class VisitIn(Wire):
+    id: ShortText = Field(description="the hospital's visit (admission) number")
+    type: str = Field(description="inpatient | outpatient | chronic_outpatient")
+    admission_date: date
+    discharge_date: date
+    settled_at: datetime = Field(description="settlement time with its offset, e.g. 2024-03-12T10:15:00+08:00")
+
+
+class PatientIn(Wire):
+    id_number: Annotated[str, Field(min_length=1, max_length=32)]
+    name: Annotated[str, Field(max_length=64)] = ""
+    scheme: str = Field(description="resident | employee")
+    region: Annotated[str, Field(pattern=r"^\d{6}$")]
+    categories: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16)
+
+
+class LineIn(Wire):
+    id: ShortText
+    code: ShortText
+    name: Annotated[str, Field(max_length=256)] = ""
+    quantity: Quantity
+    unit_price: UnitPrice
+    amount: Amount
+
+
+class YearToDateIn(Wire):
+    year: int
+    admissions: int = 0
+    deductible_used: dict[str, Amount] = Field(default_factory=dict)
+    cumulative: dict[str, Amount] = Field(default_factory=dict)
+    paid: dict[str, Amount] = Field(default_factory=dict)
+
+    def to_domain(self) -> Accumulators:
+        return Accumulators(self.year, self.admissions, dict(self.deductible_used), dict(self.cumulative),
+                            dict(self.paid))
+
+
+class ClaimIn(Wire):
+    hospital: HospitalIn
+    visit: VisitIn
+    patient: PatientIn
+    lines: list[LineIn] = Field(max_length=5000)
+    total: Amount | None = None
+    year_to_date: YearToDateIn | None = None
+
+    def to_domain(self) -> Claim:
+        return Claim(
+            hospital=Hospital(self.hospital.code, self.hospital.level),
+            visit=Visit(self.visit.id, self.visit.type, self.visit.admission_date, self.visit.discharge_date,
+                        self.visit.settled_at),
+            patient=Patient(self.patient.id_number, self.patient.name, self.patient.scheme, self.patient.region,
+                            tuple(self.patient.categories)),
+            lines=tuple(Line(line.id, line.code, line.name, line.quantity, line.unit_price, line.amount)
+                        for line in self.lines),
+            declared_total=self.total,
+        )
+
+    def accumulators(self) -> Accumulators:
+        if self.year_to_date is None:
+            return Accumulators(self.visit.discharge_date.year)
+        return self.year_to_date.to_domain()
+
+
+def malformed(error: ValidationError) -> ClaimRejected:
+    """A claim that is not even well-shaped JSON: every field problem, without echoing the values."""
+    problems = []
+    for item in error.errors(include_input=False):
+        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]).lstrip(".")
+        problems.append(Problem(ErrorCode.CLAIM_MALFORMED, path, item["msg"].removeprefix("Value error, ")))
+    return ClaimRejected(problems)
+
+
+def parse_claim(data: object) -> ClaimIn:
+    try:
+        return ClaimIn.model_validate(data)
+    except ValidationError as error:
+        raise malformed(error) from None
+
+
+def parse_claim_json(text: str | bytes) -> ClaimIn:
+    try:
+        return ClaimIn.model_validate_json(text)
+    except ValidationError as error:
+        raise malformed(error) from None

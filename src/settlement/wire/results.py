@@ -1,0 +1,122 @@
+"""A settlement as JSON: amounts as decimal strings with two places, payers in chain order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from settlement.domain.accumulators import Accumulators
+from settlement.domain.money import fmt
+from settlement.domain.payers import LayerResult
+from settlement.domain.settle import Settlement
+
+
+def rule_summary(payer: LayerResult) -> str:
+    """One line a cashier can read: how the layer reached its share."""
+    if not payer.eligible:
+        reason = payer.trace[0].inputs[0][1] if payer.trace else ""
+        return f"not eligible: {reason}"
+    parts: list[str] = []
+    for step in payer.trace:
+        inputs = dict(step.inputs)
+        if step.rule == "deductible.waived":
+            parts.append("deductible waived")
+        elif step.rule.startswith("deductible.") and step.output:
+            parts.append(f"deductible {_amount(step.output)}")
+        elif step.rule == "rate.flat":
+            parts.append(f"{_percent(inputs['rate'])} of {_amount(inputs['amount'])}")
+        elif step.rule == "rate.bands":
+            parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of {_amount(inputs['amount'])}")
+        elif step.rule == "rate.annual_cumulative":
+            parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of the year's cumulative "
+                         f"{_amount(inputs['cumulative_before'])} -> {_amount(inputs['cumulative_after'])}, "
+                         f"threshold {_amount(inputs['threshold'])}")
+        elif step.rule.startswith("guarantee."):
+            what = "patient pays at most" if "patient" in step.rule else "reimbursement at most"
+            parts.append(f"{what} {_percent(inputs['share'])} of {inputs['base']} "
+                         f"({_amount(inputs['bound'])})")
+        elif step.rule.startswith("cap.") or step.rule == "limit.base":
+            parts.append(f"{step.rule.replace('_', '-').replace('.', ' ')} reached: {_amount(step.output)}")
+    return "; ".join(parts)
+
+
+def _amount(value: object) -> str:
+    return f"{Decimal(str(value)):,.2f}"
+
+
+def _bands(bands: object, rate_add: object) -> str:
+    """'0-30000@0.60; 30000-@0.70' as '60% to 30,000.00, 70% above'."""
+    add = Decimal(str(rate_add))
+    words = []
+    for band in str(bands).split("; "):
+        span, rate = band.split("@")
+        upper = span.split("-", 1)[1]
+        percent = _percent(min(Decimal(1), Decimal(rate) + add))
+        words.append(f"{percent} to {_amount(upper)}" if upper else f"{percent} above")
+    return ", ".join(words)
+
+
+def _percent(value: object) -> str:
+    rate = Decimal(str(value))
+    return f"{(rate * 100).normalize():f}%"
+
+
+def accumulators_json(acc: Accumulators) -> dict[str, Any]:
+    return {
+        "year": acc.year,
+        "admissions": acc.admissions,
+        "deductible_used": {fund: fmt(v) for fund, v in sorted(acc.deductible_used.items())},
+        "cumulative": {fund: fmt(v) for fund, v in sorted(acc.cumulative.items())},
+        "paid": {fund: fmt(v) for fund, v in sorted(acc.paid.items())},
+    }
+
+
+def settlement_json(settlement: Settlement) -> dict[str, Any]:
+    dec = settlement.decomposition
+    return {
+        "total": fmt(dec.total),
+        "out_of_catalogue": fmt(dec.out_of_catalogue),
+        "over_price_limit": fmt(dec.over_price_limit),
+        "pre_self_pay": fmt(dec.pre_self_pay),
+        "in_scope": fmt(dec.in_scope),
+        "payers": [
+            {
+                "layer": payer.layer_id,
+                "fund": payer.fund,
+                "name": payer.name,
+                "eligible": payer.eligible,
+                "base": fmt(payer.base),
+                "deductible": fmt(payer.deductible),
+                "paid": fmt(payer.paid),
+                "summary": rule_summary(payer),
+                "trace": [step.as_dict() for step in payer.trace],
+            }
+            for payer in settlement.payers
+        ],
+        "patient_pays": fmt(settlement.patient_pays),
+        "tariff": {
+            "region": settlement.tariff.region,
+            "version": settlement.tariff.version,
+            "sha256": settlement.tariff.sha256,
+        },
+        "lines": [
+            {
+                "id": line.line_id,
+                "code": line.code,
+                "class": line.item_class,
+                "amount": fmt(line.amount),
+                "out_of_catalogue": fmt(line.out_of_catalogue),
+                "over_price_limit": fmt(line.over_price_limit),
+                "pre_self_pay": fmt(line.pre_self_pay),
+                "in_scope": fmt(line.in_scope),
+                **({"share": str(line.share)} if line.share is not None else {}),
+                **({"price_cap": fmt(line.price_cap)} if line.price_cap is not None else {}),
+                **({"note": "not in the catalogue: fully self-paid"} if line.item_class == "unlisted" else {}),
+            }
+            for line in dec.lines
+        ],
+        "year_to_date": {
+            "before": accumulators_json(settlement.accumulators_before),
+            "after": accumulators_json(settlement.accumulators_after),
+        },
+    }
