@@ -20,6 +20,12 @@ class Accumulators:
     cumulative: Mapping[str, Decimal] = field(default_factory=dict)  # each fund's base amounts this year
     paid: Mapping[str, Decimal] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked once when made, like a claim: settle() can trust any Accumulators it is given.
+        found = self.problems()
+        if found:
+            raise AccumulatorError(found)
+
     def paid_by(self, fund: str) -> Decimal:
         return self.paid.get(fund, ZERO)
 
@@ -36,9 +42,6 @@ class Accumulators:
         return found
 
     def check_for_year(self, year: int) -> None:
-        found = self.problems()
         if self.year != year:
-            found.insert(0, Problem(ErrorCode.ACCUMULATORS_YEAR_MISMATCH, "year",
-                                    f"accumulators are for {self.year}, the claim is in insurance year {year}"))
-        if found:
-            raise AccumulatorError(found)
+            message = f"accumulators are for {self.year}, the claim is in insurance year {year}"
+            raise AccumulatorError([Problem(ErrorCode.ACCUMULATORS_YEAR_MISMATCH, "year", message)])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
 from settlement.domain.idcard import id_number_problem
-from settlement.domain.money import ZERO, money
+from settlement.domain.money import FEN, ZERO
 
 # Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset keeps the domain free of
 # the time-zone database, so a settlement recomputes identically on any machine.
@@ -78,7 +78,12 @@ class Claim:
     total: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
+        # A claim is validated once, when it is made: an invalid Claim cannot exist, so settle() and every later
+        # step can rely on it (and a claim settled again is not checked again).
         object.__setattr__(self, "total", sum((line.amount for line in self.lines), ZERO))
+        problems = claim_problems(self)
+        if problems:
+            raise ClaimRejected(problems)
 
     @property
     def insurance_year(self) -> int:
@@ -127,28 +132,26 @@ def claim_problems(claim: Claim) -> list[Problem]:
     if not claim.lines:
         add(ErrorCode.CLAIM_EMPTY, "lines", "the bill has no lines")
     seen: set[str] = set()
+    remember = seen.add
     for index, line in enumerate(claim.lines):
-        path = f"lines[{index}]"
-        if line.id in seen:
-            add(ErrorCode.CLAIM_DUPLICATE_LINE, f"{path}.id", f"line id {line.id!r} appears more than once")
-        seen.add(line.id)
-        if line.quantity <= 0:
-            add(ErrorCode.CLAIM_NON_POSITIVE_QUANTITY, f"{path}.quantity",
-                f"quantity must be positive, got {line.quantity}")
-        if line.unit_price < 0:
-            add(ErrorCode.CLAIM_NEGATIVE_PRICE, f"{path}.unit_price",
-                f"unit price must not be negative, got {line.unit_price}")
-        expected = money(line.quantity * line.unit_price)
+        # Hot loop: paths and messages are only formatted when something is wrong.
+        line_id = line.id
+        quantity = line.quantity
+        unit_price = line.unit_price
+        if line_id in seen:
+            add(ErrorCode.CLAIM_DUPLICATE_LINE, f"lines[{index}].id", f"line id {line_id!r} appears more than once")
+        remember(line_id)
+        if quantity <= ZERO:
+            add(ErrorCode.CLAIM_NON_POSITIVE_QUANTITY, f"lines[{index}].quantity",
+                f"quantity must be positive, got {quantity}")
+        if unit_price < ZERO:
+            add(ErrorCode.CLAIM_NEGATIVE_PRICE, f"lines[{index}].unit_price",
+                f"unit price must not be negative, got {unit_price}")
+        expected = (quantity * unit_price).quantize(FEN, ROUND_HALF_UP)
         if line.amount != expected:
-            add(ErrorCode.CLAIM_AMOUNT_MISMATCH, f"{path}.amount",
-                f"amount {line.amount} is not quantity {line.quantity} x unit price {line.unit_price} = {expected}")
+            add(ErrorCode.CLAIM_AMOUNT_MISMATCH, f"lines[{index}].amount",
+                f"amount {line.amount} is not quantity {quantity} x unit price {unit_price} = {expected}")
     if claim.declared_total is not None and claim.declared_total != claim.total:
         add(ErrorCode.CLAIM_TOTAL_MISMATCH, "total",
             f"declared total {claim.declared_total} is not the sum of the lines {claim.total}")
     return problems
-
-
-def validate_claim(claim: Claim) -> None:
-    problems = claim_problems(claim)
-    if problems:
-        raise ClaimRejected(problems)

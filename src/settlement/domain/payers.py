@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from settlement.domain.claim import Claim, VisitType
 from settlement.domain.money import ONE, ZERO, money
@@ -28,8 +29,7 @@ from settlement.domain.tariff import (
 from settlement.domain.trace import TraceStep
 
 
-@dataclass(frozen=True, slots=True)
-class LayerResult:
+class LayerResult(NamedTuple):
     layer_id: str
     fund: str
     name: str
@@ -97,16 +97,21 @@ def _ineligibility(layer: Layer, state: ChainState) -> str | None:
         return f"person in none of the categories {sorted(who.categories)}"
     if not who.excluded_categories.isdisjoint(categories):
         return f"person in an excluded category {sorted(who.excluded_categories.intersection(categories))}"
-    measures = {
-        Measure.TOTAL: state.total,
-        Measure.IN_SCOPE: state.in_scope_total,
-        Measure.PATIENT_SHARE: state.patient_share,
-        Measure.BASE: _base(layer, state.remaining),
-    }
     for condition in who.conditions:
-        if not condition.holds(measures[condition.measure]):
-            return f"condition not met: {condition.describe()} (is {measures[condition.measure]})"
+        value = _measure(condition.measure, layer, state)
+        if not condition.holds(value):
+            return f"condition not met: {condition.describe()} (is {value})"
     return None
+
+
+def _measure(measure: Measure, layer: Layer, state: ChainState) -> Decimal:
+    if measure is Measure.TOTAL:
+        return state.total
+    if measure is Measure.IN_SCOPE:
+        return state.in_scope_total
+    if measure is Measure.PATIENT_SHARE:
+        return state.patient_share
+    return _base(layer, state.remaining)
 
 
 def _base(layer: Layer, remaining: Mapping[BasePart, Decimal]) -> Decimal:
@@ -125,10 +130,16 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
 
     rule = _matching_rule(layer, claim.patient.categories)
     if rule is not None:
-        trace.append(TraceStep("category_rule", (("rule", rule.label or sorted(rule.categories)),), None,
+        trace.append(TraceStep("category_rule", (("rule", rule.label or rule.categories),), None,
                                rule.source))
-    base = _base(layer, state.remaining)
-    trace.append(TraceStep("base", tuple((part.value, state.remaining[part]) for part in layer.base_parts), base))
+    parts = layer.base_parts
+    remaining = state.remaining
+    if len(parts) == 1:  # the usual case, kept off the generator machinery
+        base = remaining[parts[0]]
+        trace.append(TraceStep("base", ((parts[0], base),), base))
+    else:
+        base = _base(layer, remaining)
+        trace.append(TraceStep("base", tuple((part, remaining[part]) for part in parts), base))
 
     deductible = ZERO
     deductible_delta = ZERO
@@ -156,13 +167,15 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
         elif spec is not None:
             annual_deductible = money(spec.base_amount(claim.hospital.level) * scale)
             used = state.deductible_used.get(fund, ZERO)
+            deductible_left = max(ZERO, annual_deductible - used)
             if rates.mode is RateMode.ANNUAL_CUMULATIVE:
-                # The deductible is the part of the year's cumulative base below the threshold.
+                # The threshold is the part of the year's cumulative base below it; the year's deductible
+                # record never passes the threshold even if the threshold changed mid-year.
                 deductible = max(ZERO, min(cumulative_before + base, annual_deductible)
                                  - min(cumulative_before, annual_deductible))
+                deductible_delta = min(deductible, deductible_left)
             else:
-                deductible = min(base, max(ZERO, annual_deductible - used))
-            deductible_delta = deductible
+                deductible = deductible_delta = min(base, deductible_left)
             trace.append(TraceStep("deductible.per_year", (
                 ("annual", annual_deductible), ("used_before", used), ("scale", scale), ("base", base)),
                 deductible, spec.source))
@@ -177,13 +190,13 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
                 band_integral(after, rates.bands, rate_add) - band_integral(lower, rates.bands, rate_add))
             trace.append(TraceStep("rate.annual_cumulative", (
                 ("cumulative_before", cumulative_before), ("cumulative_after", after), ("threshold", floor),
-                ("rate_add", rate_add), ("bands", _bands_text(rates.bands))), raw, rates.source))
+                ("rate_add", rate_add), ("bands", rates.bands)), raw, rates.source))
         else:
             payable = base - deductible
             if rates.bands and override is None:
                 raw = money(band_integral(payable, rates.bands, rate_add))
                 trace.append(TraceStep("rate.bands", (
-                    ("amount", payable), ("rate_add", rate_add), ("bands", _bands_text(rates.bands))),
+                    ("amount", payable), ("rate_add", rate_add), ("bands", rates.bands)),
                     raw, rates.source))
             else:
                 rate = override if override is not None else rates.by_level.get(
@@ -202,14 +215,14 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
             # brought down to the bound.
             raw = max(raw, base - bound)
             trace.append(TraceStep("guarantee.patient_share_at_most", (
-                ("base", guarantee.base.value), ("base_amount", gbase), ("share", guarantee.share),
+                ("base", guarantee.base), ("base_amount", gbase), ("share", guarantee.share),
                 ("bound", bound), ("patient_share_of_parts", base)), raw, guarantee.source))
         else:
             room = max(ZERO, bound - state.reimbursed)
             if raw > room:
                 raw = room
             trace.append(TraceStep("guarantee.reimbursement_at_most", (
-                ("base", guarantee.base.value), ("base_amount", gbase), ("share", guarantee.share),
+                ("base", guarantee.base), ("base_amount", gbase), ("share", guarantee.share),
                 ("bound", bound), ("reimbursed_before", state.reimbursed)), raw, guarantee.source))
 
     visit_cap = layer.caps.per_visit
@@ -225,14 +238,5 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
         raw = max(ZERO, year_cap - paid_before)
         trace.append(TraceStep("cap.per_year", (("cap", year_cap), ("paid_before", paid_before)), raw,
                                layer.caps.source))
-    if raw > base:
-        # No payer pays more than it was offered (a guarantee cannot reach parts outside its base).
-        raw = base
-        trace.append(TraceStep("limit.base", (("base", base),), raw))
-    trace.append(TraceStep("paid", (("fund", fund),), raw))
     return LayerResult(layer.id, fund, layer.name, True, base, deductible, raw, visit_cap, year_cap,
                        annual_deductible, tuple(trace), deductible_delta, base)
-
-
-def _bands_text(bands: tuple[Band, ...]) -> str:
-    return "; ".join(f"{band.lower}-{'' if band.upper is None else band.upper}@{band.rate}" for band in bands)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import add
 
 from settlement.domain.accumulators import Accumulators
-from settlement.domain.claim import Claim, VisitType, validate_claim
+from settlement.domain.claim import Claim, VisitType
 from settlement.domain.decompose import Decomposition, decompose
 from settlement.domain.errors import ErrorCode, InvariantViolation, Problem
 from settlement.domain.money import ZERO, allocate, is_fen_exact
@@ -42,7 +43,6 @@ class Settlement:
 
 
 def settle(claim: Claim, tariff: Tariff, accumulators: Accumulators) -> Settlement:
-    validate_claim(claim)
     accumulators.check_for_year(claim.insurance_year)
     decomposition = decompose(claim, tariff.catalogue)
     state = ChainState(
@@ -71,9 +71,12 @@ def settle(claim: Claim, tariff: Tariff, accumulators: Accumulators) -> Settleme
         if result.paid:
             # The payment comes out of the layer's parts in proportion to what was left of each.
             parts = layer.base_parts
-            shares = allocate(result.paid, [state.remaining[part] for part in parts])
-            for part, share in zip(parts, shares, strict=True):
-                state.remaining[part] -= share
+            if len(parts) == 1:
+                state.remaining[parts[0]] -= result.paid
+            else:
+                shares = allocate(result.paid, [state.remaining[part] for part in parts])
+                for part, share in zip(parts, shares, strict=True):
+                    state.remaining[part] -= share
             state.reimbursed += result.paid
         state.paid[fund] = state.paid.get(fund, ZERO) + result.paid
         state.cumulative[fund] = state.cumulative.get(fund, ZERO) + result.cumulative_delta
@@ -105,24 +108,32 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
     parts = dec.out_of_catalogue + dec.over_price_limit + dec.pre_self_pay + dec.in_scope
     if parts != dec.total:
         fail("decomposition", f"parts sum to {parts}, the bill is {dec.total}")
-    for index, line in enumerate(dec.lines):
-        line_parts = line.out_of_catalogue + line.over_price_limit + line.pre_self_pay + line.in_scope
-        if line_parts != line.amount or min(line.out_of_catalogue, line.over_price_limit, line.pre_self_pay,
-                                            line.in_scope) < 0:
-            fail(f"decomposition.lines[{index}]", f"parts {line_parts} do not split amount {line.amount}")
+    if dec.lines:
+        # Column-wise with C-level map/min/sum, since this runs for every line of every bill: each line's parts
+        # split its amount, no part is negative, and the lines add up to the bill.
+        _, _, _, amounts, outs, overs, pres, scopes, _, _ = zip(*dec.lines, strict=True)
+        split = tuple(map(add, map(add, outs, overs), map(add, pres, scopes)))
+        if split != amounts:
+            index = next(i for i, (a, b) in enumerate(zip(split, amounts, strict=True)) if a != b)
+            fail(f"decomposition.lines[{index}]", f"parts add up to {split[index]}, the line is {amounts[index]}")
+        if min(min(outs), min(overs), min(pres), min(scopes)) < ZERO:
+            fail("decomposition.lines", "a line has a negative part")
+        if sum(amounts, ZERO) != dec.total:
+            fail("decomposition", "the lines do not add up to the bill")
     paid = sum((payer.paid for payer in settlement.payers), ZERO)
     if paid + settlement.patient_pays != dec.total:
         fail("patient_pays", f"payers {paid} + patient {settlement.patient_pays} != bill {dec.total}")
     if settlement.patient_pays < 0:
         fail("patient_pays", f"negative patient share {settlement.patient_pays}")
-    amounts = [dec.total, dec.out_of_catalogue, dec.over_price_limit, dec.pre_self_pay, dec.in_scope,
-               settlement.patient_pays, *(payer.paid for payer in settlement.payers)]
-    if not all(is_fen_exact(amount) for amount in amounts):
+    shares = [dec.total, dec.out_of_catalogue, dec.over_price_limit, dec.pre_self_pay, dec.in_scope,
+              settlement.patient_pays, *(payer.paid for payer in settlement.payers)]
+    if not all(is_fen_exact(amount) for amount in shares):
         fail("", "an amount is not a whole number of fen")
 
     before = settlement.accumulators_before
     after = settlement.accumulators_after
     running = dict(before.paid)
+    used = dict(before.deductible_used)
     for index, payer in enumerate(settlement.payers):
         path = f"payers[{index}]"
         if payer.paid < 0:
@@ -132,12 +143,14 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
         if payer.paid > payer.visit_cap:
             fail(path, f"{payer.fund} pays {payer.paid}, over its per-visit cap {payer.visit_cap}")
         running[payer.fund] = running.get(payer.fund, ZERO) + payer.paid
-        if payer.eligible and running[payer.fund] > payer.year_cap:
+        # A cap or deductible may be lower than what a year already holds (a category gained mid-year): then
+        # this bill must add nothing to it.
+        if payer.paid > 0 and running[payer.fund] > payer.year_cap:
             fail(path, f"{payer.fund} paid {running[payer.fund]} this year, over its cap {payer.year_cap}")
-        if payer.annual_deductible is not None and \
-                after.deductible_used.get(payer.fund, ZERO) > payer.annual_deductible:
-            fail(path, f"{payer.fund} deductible used {after.deductible_used.get(payer.fund)} exceeds "
-                       f"{payer.annual_deductible}")
+        used[payer.fund] = used.get(payer.fund, ZERO) + payer.deductible_delta
+        if payer.annual_deductible is not None and payer.deductible_delta > 0 and \
+                used[payer.fund] > payer.annual_deductible:
+            fail(path, f"{payer.fund} deductible used {used[payer.fund]} exceeds {payer.annual_deductible}")
     for fund, amount in settlement.paid_by_fund().items():
         if after.paid_by(fund) != before.paid_by(fund) + amount:
             fail(f"accumulators.paid.{fund}", "year-to-date paid does not move by this bill's payment")

@@ -143,6 +143,9 @@ class Band:
     upper: Decimal | None  # None: open-ended
     rate: Decimal
 
+    def __str__(self) -> str:
+        return f"{self.lower}-{'' if self.upper is None else self.upper}@{self.rate}"
+
 
 @dataclass(frozen=True, slots=True)
 class Rates:

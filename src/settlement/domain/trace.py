@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TraceStep:
+class TraceStep(NamedTuple):  # a NamedTuple: a settlement builds dozens, and they must be cheap
     rule: str  # a stable dotted name, e.g. "deductible.per_visit"
     inputs: tuple[tuple[str, object], ...]  # stringified only when shown: tracing stays off the hot path
     output: Decimal | None = None

@@ -12,9 +12,9 @@ from settlement.domain.tariff import (
     NO_CAP,
     Band,
     BasePart,
+    Caps,
     Catalogue,
     CatalogueEntry,
-    Caps,
     CategoryRule,
     Condition,
     Deductible,
@@ -151,7 +151,7 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
         deductible = Deductible(
             per=DeductiblePer(d.per),
             amount=d.amount if d.amount is not None else Decimal(0),
-            by_level=dict(d.by_level),
+            by_level={str(level): amount for level, amount in d.by_level.items()},
             repeat_step=d.repeat_admission.step if d.repeat_admission else Decimal(0),
             repeat_floor=d.repeat_admission.floor if d.repeat_admission else Decimal(1),
             source=d.source,
@@ -164,8 +164,8 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
         for band in r.bands:
             bands.append(Band(lower, band.to, band.rate))
             lower = band.to if band.to is not None else lower
-        rates = Rates(mode=RateMode(r.mode), rate=r.rate, by_level=dict(r.by_level), bands=tuple(bands),
-                      source=r.source)
+        by_level = {str(level): rate for level, rate in r.by_level.items()}
+        rates = Rates(mode=RateMode(r.mode), rate=r.rate, by_level=by_level, bands=tuple(bands), source=r.source)
     rules = tuple(
         CategoryRule(
             categories=expand(rule.categories),

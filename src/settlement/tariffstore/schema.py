@@ -19,7 +19,7 @@ LEVELS = ("township", "county", "city", "provincial")
 def _decimal(value: object) -> Decimal:
     if isinstance(value, Decimal):
         return value
-    if isinstance(value, bool) or isinstance(value, int | float):
+    if isinstance(value, (bool, int | float)):
         raise ValueError(f"write decimals as quoted strings, e.g. '{value}', so no float ever reads them")
     if not isinstance(value, str) or not _DECIMAL.match(value):
         raise ValueError(f"not a non-negative decimal string: {value!r}")
@@ -57,6 +57,7 @@ Money = Annotated[Decimal, BeforeValidator(_money)]
 Rate = Annotated[Decimal, BeforeValidator(_rate)]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Level = Literal["township", "county", "city", "provincial"]
+BasePartName = Literal["in_scope", "pre_self_pay", "over_price_limit", "out_of_catalogue"]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
@@ -241,8 +242,7 @@ class LayerSpec(Strict):
     fund: Annotated[str, Field(pattern=r"^\d{6}$")]
     name: str
     eligible: Eligible = Eligible()
-    base: list[Literal["in_scope", "pre_self_pay", "over_price_limit", "out_of_catalogue"]] = Field(
-        default_factory=lambda: ["in_scope"], min_length=1)
+    base: list[BasePartName] = Field(default_factory=lambda: list[BasePartName](["in_scope"]), min_length=1)
     deductible: DeductibleSpec | None = None
     rate: RateSpec | None = None
     caps: CapsSpec = CapsSpec()

@@ -8,6 +8,7 @@ code). Settlements name the exact result by region, a version label and the sha2
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -159,7 +160,7 @@ class TariffStore:
             return cached
         raw = dict(version.raw)
         raw.pop("inherits", None)
-        files = (version.path,)
+        files: tuple[Path, ...] = (version.path,)
         label = version.version
         if parent is not None:
             merged = _merge({k: v for k, v in parent.raw.items() if k not in ("region", "version", "effective",
@@ -250,7 +251,7 @@ def load_store(root: Path) -> TariffStore:
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
         versions = [v for path in sorted(folder.glob("*.yaml")) if (v := _read_version(path, problems))]
         versions.sort(key=lambda v: v.effective_from)
-        for earlier, later in zip(versions, versions[1:], strict=False):
+        for earlier, later in itertools.pairwise(versions):
             if _overlap(earlier, later):
                 problems.append(_problem(later.path, "effective",
                                          f"overlaps {earlier.path.name} ({earlier.effective_from} to "
@@ -258,8 +259,7 @@ def load_store(root: Path) -> TariffStore:
         if len({v.version for v in versions}) != len(versions):
             problems.append(_problem(folder, "", "two files declare the same version"))
         store.files[folder.name] = versions
-    if not problems:
-        problems = store.validate_all()
+    problems.extend(store.validate_all())
     if problems:
         raise TariffError(problems)
     return store

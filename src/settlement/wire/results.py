@@ -9,6 +9,7 @@ from settlement.domain.accumulators import Accumulators
 from settlement.domain.money import fmt
 from settlement.domain.payers import LayerResult
 from settlement.domain.settle import Settlement
+from settlement.domain.tariff import Band
 
 
 def rule_summary(payer: LayerResult) -> str:
@@ -35,7 +36,7 @@ def rule_summary(payer: LayerResult) -> str:
             what = "patient pays at most" if "patient" in step.rule else "reimbursement at most"
             parts.append(f"{what} {_percent(inputs['share'])} of {inputs['base']} "
                          f"({_amount(inputs['bound'])})")
-        elif step.rule.startswith("cap.") or step.rule == "limit.base":
+        elif step.rule.startswith("cap."):
             parts.append(f"{step.rule.replace('_', '-').replace('.', ' ')} reached: {_amount(step.output)}")
     return "; ".join(parts)
 
@@ -45,14 +46,14 @@ def _amount(value: object) -> str:
 
 
 def _bands(bands: object, rate_add: object) -> str:
-    """'0-30000@0.60; 30000-@0.70' as '60% to 30,000.00, 70% above'."""
+    """Bands as '60% to 30,000.00, 70% above'."""
+    assert isinstance(bands, tuple)
     add = Decimal(str(rate_add))
     words = []
-    for band in str(bands).split("; "):
-        span, rate = band.split("@")
-        upper = span.split("-", 1)[1]
-        percent = _percent(min(Decimal(1), Decimal(rate) + add))
-        words.append(f"{percent} to {_amount(upper)}" if upper else f"{percent} above")
+    for band in bands:
+        assert isinstance(band, Band)
+        percent = _percent(min(Decimal(1), band.rate + add))
+        words.append(f"{percent} to {_amount(band.upper)}" if band.upper is not None else f"{percent} above")
     return ", ".join(words)
 
 

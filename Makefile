@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a new machine (Python 3.11+ is the only requirement):
+#   make run    create .venv, install, and run the main job
+#   make test   create .venv, install, and run every check: ruff, mypy --strict, pytest with coverage
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/settlement quote examples/claims/inpatient-dibao-county.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest --cov --cov-branch --cov-report=
+	$(BIN)/coverage report --include='src/settlement/domain/*' --fail-under=100
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
