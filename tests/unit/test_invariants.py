@@ -53,6 +53,9 @@ PLANTED: dict[str, Callable[[Settlement], Settlement]] = {
     "negative line part": lambda r: replace(r, decomposition=replace(r.decomposition, lines=(
         r.decomposition.lines[0]._replace(in_scope=Decimal("1001.00"), pre_self_pay=Decimal("-1.00")),
         *r.decomposition.lines[1:]))),
+    "lines do not add up to the bill": lambda r: replace(r, decomposition=replace(
+        r.decomposition, total=r.decomposition.total + 1, out_of_catalogue=r.decomposition.out_of_catalogue + 1),
+        patient_pays=r.patient_pays + 1),
     "sub-fen amount": lambda r: replace(r, patient_pays=r.patient_pays + Decimal("0.001")),
     "negative payer": lambda r: replace(with_payer(r, 1, paid=Decimal("-1.00")),
                                         patient_pays=r.patient_pays + r.payers[1].paid + 1),

@@ -108,18 +108,17 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
     parts = dec.out_of_catalogue + dec.over_price_limit + dec.pre_self_pay + dec.in_scope
     if parts != dec.total:
         fail("decomposition", f"parts sum to {parts}, the bill is {dec.total}")
-    if dec.lines:
-        # Column-wise with C-level map/min/sum, since this runs for every line of every bill: each line's parts
-        # split its amount, no part is negative, and the lines add up to the bill.
-        _, _, _, amounts, outs, overs, pres, scopes, _, _ = zip(*dec.lines, strict=True)
-        split = tuple(map(add, map(add, outs, overs), map(add, pres, scopes)))
-        if split != amounts:
-            index = next(i for i, (a, b) in enumerate(zip(split, amounts, strict=True)) if a != b)
-            fail(f"decomposition.lines[{index}]", f"parts add up to {split[index]}, the line is {amounts[index]}")
-        if min(min(outs), min(overs), min(pres), min(scopes)) < ZERO:
-            fail("decomposition.lines", "a line has a negative part")
-        if sum(amounts, ZERO) != dec.total:
-            fail("decomposition", "the lines do not add up to the bill")
+    # Column-wise with C-level map/min/sum, since this runs for every line of every bill (a claim always has
+    # lines): each line's parts split its amount, no part is negative, and the lines add up to the bill.
+    _, _, _, amounts, outs, overs, pres, scopes, _, _ = zip(*dec.lines, strict=True)
+    split = tuple(map(add, map(add, outs, overs), map(add, pres, scopes)))
+    if split != amounts:
+        index = next(i for i, (a, b) in enumerate(zip(split, amounts, strict=True)) if a != b)
+        fail(f"decomposition.lines[{index}]", f"parts add up to {split[index]}, the line is {amounts[index]}")
+    if min(min(outs), min(overs), min(pres), min(scopes)) < ZERO:
+        fail("decomposition.lines", "a line has a negative part")
+    if sum(amounts, ZERO) != dec.total:
+        fail("decomposition", "the lines do not add up to the bill")
     paid = sum((payer.paid for payer in settlement.payers), ZERO)
     if paid + settlement.patient_pays != dec.total:
         fail("patient_pays", f"payers {paid} + patient {settlement.patient_pays} != bill {dec.total}")
