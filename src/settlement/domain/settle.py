@@ -110,7 +110,7 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
         fail("decomposition", f"parts sum to {parts}, the bill is {dec.total}")
     # Column-wise with C-level map/min/sum, since this runs for every line of every bill (a claim always has
     # lines): each line's parts split its amount, no part is negative, and the lines add up to the bill.
-    _, _, _, amounts, outs, overs, pres, scopes, _, _ = zip(*dec.lines, strict=True)
+    _, _, _, amounts, outs, overs, pres, scopes, _, _ = zip(*dec.lines)  # noqa: B905 - LineResults are uniform
     split = tuple(map(add, map(add, outs, overs), map(add, pres, scopes)))
     if split != amounts:
         index = next(i for i, (a, b) in enumerate(zip(split, amounts, strict=True)) if a != b)

@@ -29,9 +29,9 @@ def rule_summary(payer: LayerResult) -> str:
         elif step.rule == "rate.bands":
             parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of {_amount(inputs['amount'])}")
         elif step.rule == "rate.annual_cumulative":
-            parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of the year's cumulative "
-                         f"{_amount(inputs['cumulative_before'])} -> {_amount(inputs['cumulative_after'])}, "
-                         f"threshold {_amount(inputs['threshold'])}")
+            parts.append(f"year's cumulative {_amount(inputs['cumulative_before'])} -> "
+                         f"{_amount(inputs['cumulative_after'])} above the threshold {_amount(inputs['threshold'])}, "
+                         f"at {_bands(inputs['bands'], inputs['rate_add'])}")
         elif step.rule.startswith("guarantee."):
             what = "patient pays at most" if "patient" in step.rule else "reimbursement at most"
             parts.append(f"{what} {_percent(inputs['share'])} of {inputs['base']} "
