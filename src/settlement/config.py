@@ -1,0 +1,34 @@
+"""Typed settings, read once from the environment (prefix SETTLEMENT_) by the composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from settlement.paths import default_tariffs_dir
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SETTLEMENT_", env_file=None, extra="ignore")
+
+    # The embedded default: a SQLite file under ./var, created with its schema on first start.
+    database_url: str = "sqlite:///var/settlement.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    tariffs_dir: Path = Field(default_factory=default_tariffs_dir)
+    # Signs quote ids (a quote records nothing, so its id carries what it was computed on). When empty, a key
+    # is generated on first start and kept in data_dir/secret.key.
+    secret_key: str = ""
+    data_dir: Path = Path("var")
+    quote_ttl_seconds: int = 15 * 60
+    # Seeds a demo hospital, its key and a demo roster into an empty database (the README's run command).
+    demo: bool = False
+    db_pool_size: int = 20
+    lock_timeout_ms: int = 5000  # waiting for one person's accumulators longer than this answers 503
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the engine, repositories (all SQL lives here) and Alembic migrations."""

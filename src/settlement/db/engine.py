@@ -1,0 +1,57 @@
+"""Engines for PostgreSQL (production) and SQLite (the embedded default), set up for safe concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, lock_timeout_ms)
+    engine = create_engine(
+        parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+        # A request never waits forever for another's row lock; the service answers 503 and the caller retries
+        # with the same key.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
+
+    return engine
+
+
+def _sqlite_engine(url: str, lock_timeout_ms: int) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that every transaction starts with BEGIN IMMEDIATE: the
+        # write lock is taken up front, so concurrent settlements queue instead of failing on lock upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

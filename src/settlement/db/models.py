@@ -1,0 +1,224 @@
+"""Tables. Money is integer fen (BIGINT); ledger, settlements, reversals and the audit log are append-only
+(the database refuses UPDATE and DELETE on them, see the initial migration)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime(timezone=True)
+# High-volume tables need 64-bit ids on PostgreSQL; SQLite's rowid alias must be spelled INTEGER.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Hospital(Base):
+    __tablename__ = "hospitals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    level: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(6))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Principal(Base):
+    """Who may call: a hospital's system, a finance officer or an administrator. Keys are stored hashed."""
+
+    __tablename__ = "principals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # hospital | finance | admin
+    name: Mapped[str] = mapped_column(String(128))
+    hospital_id: Mapped[int | None] = mapped_column(ForeignKey("hospitals.id"))
+    key_prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Person(Base):
+    """The civil-affairs roster: who is in which assistance category, and when."""
+
+    __tablename__ = "persons"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id_number: Mapped[str] = mapped_column(String(18), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    scheme: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(6))
+
+
+class PersonCategory(Base):
+    __tablename__ = "person_categories"
+    __table_args__ = (UniqueConstraint("person_id", "category", "valid_from"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id"), index=True)
+    category: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date)  # inclusive; None while open-ended
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("roster_imports.id"))
+
+
+class RosterImport(Base):
+    __tablename__ = "roster_imports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(256))
+    imported_at: Mapped[datetime] = mapped_column(Timestamp)
+    rows: Mapped[int] = mapped_column(Integer)
+    accepted: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer)
+    report: Mapped[str] = mapped_column(Text)  # JSON: the rejected rows with line and reason
+
+
+class TariffVersion(Base):
+    """A resolved tariff as settlements used it: the canonical JSON whose sha256 they record."""
+
+    __tablename__ = "tariff_versions"
+    __table_args__ = (UniqueConstraint("region", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    region: Mapped[str] = mapped_column(String(6))
+    version: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    effective_from: Mapped[date] = mapped_column(Date)
+    effective_to: Mapped[date | None] = mapped_column(Date)
+    content: Mapped[str] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PersonYear(Base):
+    """One row per person and insurance year: the lock that serialises that person's settlements."""
+
+    __tablename__ = "person_years"
+    id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    admissions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FundYear(Base):
+    """Year-to-date figures of one fund for one person: always the sum of that person's ledger entries."""
+
+    __tablename__ = "fund_years"
+    id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fund: Mapped[str] = mapped_column(String(6), primary_key=True)
+    paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    deductible_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    cumulative_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Settlement(Base):
+    __tablename__ = "settlements"
+    __table_args__ = (
+        UniqueConstraint("hospital_id", "transaction_id"),
+        Index("ix_settlements_hospital_created", "hospital_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    id_number: Mapped[str] = mapped_column(String(18), index=True)
+    insurance_year: Mapped[int] = mapped_column(Integer)
+    visit_id: Mapped[str] = mapped_column(String(128))
+    visit_type: Mapped[str] = mapped_column(String(32))
+    settled_at: Mapped[datetime] = mapped_column(Timestamp)  # the hospital's settlement time (tariff date)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)  # when the engine committed it
+    tariff_version_id: Mapped[int] = mapped_column(ForeignKey("tariff_versions.id"))
+    tariff_sha256: Mapped[str] = mapped_column(String(64))
+    total_fen: Mapped[int] = mapped_column(BigInteger)
+    out_of_catalogue_fen: Mapped[int] = mapped_column(BigInteger)
+    over_price_limit_fen: Mapped[int] = mapped_column(BigInteger)
+    pre_self_pay_fen: Mapped[int] = mapped_column(BigInteger)
+    in_scope_fen: Mapped[int] = mapped_column(BigInteger)
+    patient_fen: Mapped[int] = mapped_column(BigInteger)
+    admissions: Mapped[int] = mapped_column(SmallInteger)  # 1 for an inpatient stay, else 0
+    categories: Mapped[str] = mapped_column(Text)  # JSON list: the roster's categories on the settlement date
+    accumulators_before: Mapped[str] = mapped_column(Text)  # JSON: what the computation started from
+    claim: Mapped[str] = mapped_column(Text)  # JSON: the claim as received
+    result: Mapped[str] = mapped_column(Text)  # JSON: the reply, shares and trace
+
+
+class Reversal(Base):
+    __tablename__ = "reversals"
+    __table_args__ = (UniqueConstraint("hospital_id", "transaction_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    settlement_id: Mapped[int] = mapped_column(BigId, ForeignKey("settlements.id"), unique=True)  # one reversal at most
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    admissions: Mapped[int] = mapped_column(SmallInteger)  # -1 when the reversed settlement counted a stay
+    reason: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LedgerEntry(Base):
+    """One entry per fund per settlement; a reversal adds the negative mirror, linked to the original."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_person_year", "id_number", "insurance_year"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    settlement_id: Mapped[int] = mapped_column(BigId, ForeignKey("settlements.id"), index=True)
+    reversal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("reversals.id"))
+    reverses_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_entries.id"))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    id_number: Mapped[str] = mapped_column(String(18))
+    insurance_year: Mapped[int] = mapped_column(Integer)
+    fund: Mapped[str] = mapped_column(String(6))
+    paid_fen: Mapped[int] = mapped_column(BigInteger)
+    deductible_fen: Mapped[int] = mapped_column(BigInteger)
+    cumulative_fen: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class IdempotencyRecord(Base):
+    """The first answer given to a caller's key, replayed to every retry; failures keep their answer too."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("hospital_id", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(32))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text)  # JSON, personal data masked
+
+
+APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log")
