@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,14 +14,26 @@ from rich.table import Table
 from settlement.domain.errors import SettlementError, TariffError
 from settlement.domain.settle import Settlement, settle
 from settlement.paths import default_tariffs_dir
+from settlement.services.errors import ServiceError
 from settlement.tariffstore import load_store
 from settlement.wire.claims import parse_claim_json
 from settlement.wire.results import rule_summary, settlement_json
+
+if TYPE_CHECKING:
+    from settlement.bootstrap import Application
 
 app = typer.Typer(help="Medical-aid one-stop settlement engine.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 tariffs_app = typer.Typer(help="Tariff tables: validate and inspect.", no_args_is_help=True)
 app.add_typer(tariffs_app, name="tariffs")
+db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+roster_app = typer.Typer(help="The assistance roster.", no_args_is_help=True)
+app.add_typer(roster_app, name="roster")
+hospitals_app = typer.Typer(help="Hospitals and their API keys.", no_args_is_help=True)
+app.add_typer(hospitals_app, name="hospitals")
+keys_app = typer.Typer(help="API keys of finance officers and administrators.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console(width=max(Console().width, 120))
 errors = Console(stderr=True)
@@ -126,6 +138,116 @@ def tariffs_list(tariffs: TariffsOption = None) -> None:
                           str(version.effective_to or "open"), version.inherits or "",
                           resolved.tariff.ref.sha256[:16])
     console.print(table)
+
+
+def _application(migrate: bool = True) -> Application:
+    from settlement.bootstrap import build
+    from settlement.config import Settings
+
+    try:
+        return build(Settings(), migrate=migrate)
+    except TariffError as error:
+        raise _fail(error, EXIT_TARIFF) from None
+
+
+@app.command()
+def serve(
+    demo: Annotated[bool, typer.Option("--demo", help="seed a demo hospital, keys and roster if empty")] = False,
+    host: Annotated[str | None, typer.Option(help="bind address (SETTLEMENT_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (SETTLEMENT_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (SETTLEMENT_WORKERS)")] = None,
+) -> None:
+    """Run the REST service on uvicorn: migrations applied, tariffs loaded, then the workers start."""
+    import os
+
+    import uvicorn
+
+    from settlement.bootstrap import prepare
+    from settlement.config import Settings
+
+    if demo:
+        os.environ["SETTLEMENT_DEMO"] = "true"
+    settings = Settings()
+    application = _application()
+    try:
+        for line in prepare(application):
+            console.print(line, highlight=False, markup=False)
+    except SettlementError as error:
+        raise _fail(error, EXIT_TARIFF) from None
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
+    application.engine.dispose()
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    console.print(f"serving on http://{bind_host}:{bind_port} (API docs at /docs), database "
+                  f"{application.engine.url.render_as_string(hide_password=True)}", highlight=False, markup=False)
+    uvicorn.run("settlement.api.asgi:create", factory=True, host=bind_host, port=bind_port,
+                workers=workers or settings.workers, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to SETTLEMENT_DATABASE_URL."""
+    application = _application()
+    console.print(f"database at the latest schema: {application.engine.url.render_as_string(hide_password=True)}",
+                  highlight=False, markup=False)
+
+
+@roster_app.command("import")
+def roster_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]) -> None:
+    """Import a civil-affairs roster CSV; print rows with errors (line, reason); keep the valid rows."""
+    from settlement.bootstrap import SYSTEM
+    from settlement.services.roster import import_roster
+
+    application = _application()
+    try:
+        report = import_roster(application.context, SYSTEM, file.name, file.read_bytes())
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    console.print(f"{file.name}: {report.rows} rows, {report.accepted} accepted, {len(report.rejected)} rejected, "
+                  f"{report.changed} changes" + (" (nothing new: already imported)" if report.already_imported
+                                                 else ""), highlight=False)
+    for problem in report.rejected:
+        console.print(f"  line {problem['line']}: {problem['reason']} ({problem['person']})", highlight=False,
+                      markup=False)
+
+
+@hospitals_app.command("add")
+def hospitals_add(
+    code: Annotated[str, typer.Argument(help="hospital code, e.g. H61100200011")],
+    name: Annotated[str, typer.Argument()],
+    level: Annotated[str, typer.Option(help="township | county | city | provincial")],
+    region: Annotated[str, typer.Option(help="6-digit division code")],
+) -> None:
+    """Register a hospital and print its API key (shown once, stored hashed)."""
+    from settlement.services.admin import add_hospital
+
+    application = _application()
+    try:
+        key = add_hospital(application.context, code, name, level, region, "cli")
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    console.print(f"hospital {code} added; its API key (shown once): {key}", highlight=False, markup=False)
+
+
+@keys_app.command("add")
+def keys_add(
+    kind: Annotated[str, typer.Argument(help="finance | admin")],
+    name: Annotated[str, typer.Argument(help="who holds the key")],
+) -> None:
+    """Create a finance or admin key and print it (shown once, stored hashed)."""
+    from settlement.services.admin import add_staff
+
+    application = _application()
+    try:
+        key = add_staff(application.context, kind, name, "cli")
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    console.print(f"{kind} key for {name} (shown once): {key}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

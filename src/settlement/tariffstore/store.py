@@ -153,6 +153,9 @@ class TariffStore:
     def tariff(self, region: str, day: date) -> Tariff:
         return self.resolve(region, day).tariff
 
+    def resolved_pair(self, version: VersionFile, parent: VersionFile | None) -> ResolvedTariff:
+        return self._resolved(version, parent)
+
     def _resolved(self, version: VersionFile, parent: VersionFile | None) -> ResolvedTariff:
         key = (version.region, version.version, None if parent is None else parent.version)
         cached = self._cache.get(key)

@@ -53,11 +53,14 @@ class VisitIn(Wire):
     settled_at: datetime = Field(description="settlement time with its offset, e.g. 2024-03-12T10:15:00+08:00")
 
 
-class PatientIn(Wire):
+class PatientBaseIn(Wire):
     id_number: Annotated[str, Field(min_length=1, max_length=32)]
     name: Annotated[str, Field(max_length=64)] = ""
     scheme: str = Field(description="resident | employee")
     region: Annotated[str, Field(pattern=r"^\d{6}$")]
+
+
+class PatientIn(PatientBaseIn):
     categories: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16)
 
 
@@ -82,30 +85,45 @@ class YearToDateIn(Wire):
                             dict(self.paid))
 
 
-class ClaimIn(Wire):
+class ClaimBaseIn(Wire):
     hospital: HospitalIn
     visit: VisitIn
-    patient: PatientIn
     lines: list[LineIn] = Field(max_length=5000)
     total: Amount | None = None
-    year_to_date: YearToDateIn | None = None
 
-    def to_domain(self) -> Claim:
+    def build(self, patient: PatientBaseIn, categories: tuple[str, ...]) -> Claim:
+        """The domain claim; raises ClaimRejected (every problem) when it is not a valid bill."""
         return Claim(
             hospital=Hospital(self.hospital.code, self.hospital.level),
             visit=Visit(self.visit.id, self.visit.type, self.visit.admission_date, self.visit.discharge_date,
                         self.visit.settled_at),
-            patient=Patient(self.patient.id_number, self.patient.name, self.patient.scheme, self.patient.region,
-                            tuple(self.patient.categories)),
+            patient=Patient(patient.id_number, patient.name, patient.scheme, patient.region, categories),
             lines=tuple(Line(line.id, line.code, line.name, line.quantity, line.unit_price, line.amount)
                         for line in self.lines),
             declared_total=self.total,
         )
 
+
+class ClaimIn(ClaimBaseIn):
+    """A claim file for the offline quote: categories and year-to-date figures come with the claim."""
+
+    patient: PatientIn
+    year_to_date: YearToDateIn | None = None
+
+    def to_domain(self) -> Claim:
+        return self.build(self.patient, tuple(self.patient.categories))
+
     def accumulators(self) -> Accumulators:
         if self.year_to_date is None:
             return Accumulators(self.visit.discharge_date.year)
         return self.year_to_date.to_domain()
+
+
+class ServiceClaimIn(ClaimBaseIn):
+    """A claim sent to the service: categories come from the roster and year-to-date figures from the ledger,
+    never from the hospital."""
+
+    patient: PatientBaseIn
 
 
 def malformed(error: ValidationError) -> ClaimRejected:

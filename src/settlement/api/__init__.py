@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): routers call the services; errors become problem+json with stable codes."""

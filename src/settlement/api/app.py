@@ -1,0 +1,152 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from settlement.bootstrap import Application
+from settlement.domain.claim import SHANGHAI
+from settlement.domain.errors import SettlementError
+from settlement.problems import problem_body
+from settlement.services.auth import Caller, authenticate
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.roster import import_roster
+from settlement.services.settlements import Reply, SettlementService
+from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
+from settlement.wire.responses import (
+    EligibilityOut,
+    EligibilityRequest,
+    ProblemOut,
+    QuoteOut,
+    ReversalOut,
+    RosterReportOut,
+    SettlementOut,
+    SettlementPage,
+)
+
+log = logging.getLogger("settlement.api")
+PROBLEM = "application/problem+json"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 422, 503)
+}
+
+
+def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None,
+                   x_api_key: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller named by `Authorization: Bearer <key>` (or `X-API-Key`); 401 without a valid key."""
+    key = x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    context: Context = request.app.state.context
+    with context.uow() as tx:
+        return authenticate(tx.repo, key)
+
+
+Auth = Annotated[Caller, Depends(current_caller)]
+
+
+def problem_response(error: SettlementError | ServiceError) -> JSONResponse:
+    status, body = problem_body(error)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def create_app(application: Application) -> FastAPI:
+    context = application.context
+    service = SettlementService(context)
+    app = FastAPI(
+        title="Medical-aid one-stop settlement",
+        version="1",
+        description="Hospitals quote, settle and reverse bills; basic insurance, critical-illness insurance and "
+                    "medical assistance are layered as the tariff says. Money is a decimal string with two "
+                    "places. Authenticate with `Authorization: Bearer <key>`.",
+    )
+
+    app.state.context = context
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return problem_response(error)
+
+    @app.exception_handler(SettlementError)
+    async def _settlement_error(_: Request, error: SettlementError) -> JSONResponse:
+        return problem_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_: Request, error: RequestValidationError) -> JSONResponse:
+        # The values are not echoed: they may be ID numbers or names.
+        problems = [{"code": ServiceCode.REQUEST_MALFORMED.value,
+                     "path": ".".join(str(part) for part in item.get("loc", ()) if part != "body"),
+                     "message": str(item.get("msg", "")).removeprefix("Value error, ")} for item in error.errors()]
+        body = {"type": f"urn:settlement:error:{ServiceCode.REQUEST_MALFORMED}", "title": "Unprocessable request",
+                "status": 422, "code": ServiceCode.REQUEST_MALFORMED.value,
+                "detail": "the request does not have the documented shape", "problems": problems}
+        return JSONResponse(body, status_code=422, media_type=PROBLEM)
+
+    def replied(reply: Reply) -> Response:
+        media = "application/json" if reply.status < 400 else PROBLEM
+        headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
+        return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/eligibility", tags=["cashier"], response_model=EligibilityOut, responses=ERRORS)
+    def eligibility(request: EligibilityRequest, who: Auth) -> dict[str, Any]:
+        """A person's scheme, assistance categories in force on a date, and year-to-date figures.
+
+        The ID number travels in the body, never in a URL, so that it stays out of access logs."""
+        return service.eligibility(who, request.id_number,
+                                   request.on or context.clock().astimezone(SHANGHAI).date())
+
+    @app.post("/v1/quotes", tags=["cashier"], response_model=QuoteOut, responses=ERRORS)
+    def quote(request: QuoteRequest, who: Auth) -> dict[str, Any]:
+        """Pre-settlement: every share, nothing recorded. The quote id is valid for 15 minutes."""
+        return service.quote(who, request)
+
+    @app.post("/v1/settlements", tags=["cashier"], status_code=201, response_model=SettlementOut,
+              responses=ERRORS)
+    def settle(request: SettleRequest, who: Auth) -> Response:
+        """Settle a bill. Idempotent by (hospital, transaction_id): a retry gets the first answer."""
+        return replied(service.settle(who, request))
+
+    @app.get("/v1/settlements/{settlement_id}", tags=["cashier"], response_model=SettlementOut, responses=ERRORS)
+    def get_settlement(settlement_id: str, who: Auth) -> dict[str, Any]:
+        """One settlement with its trace. Another hospital's settlement is not found."""
+        return service.get(who, settlement_id)
+
+    @app.get("/v1/settlements", tags=["cashier"], response_model=SettlementPage, responses=ERRORS)
+    def list_settlements(
+        who: Auth,
+        start: Annotated[date, Query(alias="from", description="first day (Asia/Shanghai), inclusive")],
+        end: Annotated[date, Query(alias="to", description="last day (Asia/Shanghai), inclusive")],
+        cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        hospital: Annotated[str | None, Query(max_length=32, description="finance and admin only")] = None,
+    ) -> dict[str, Any]:
+        """The calling hospital's settlements recorded in a date range, oldest first, paged."""
+        if end < start:
+            raise ServiceError(ServiceCode.REQUEST_MALFORMED, "'to' is before 'from'")
+        return service.list(who, start, end, cursor, limit, hospital)
+
+    @app.post("/v1/settlements/{settlement_id}/reversal", tags=["cashier"], status_code=201,
+              response_model=ReversalOut, responses=ERRORS)
+    def reverse(settlement_id: str, request: ReverseRequest, who: Auth) -> Response:
+        """Reverse a settlement in full: negative linked entries; year-to-date figures restored. Once only."""
+        return replied(service.reverse(who, settlement_id, request))
+
+    @app.post("/v1/admin/roster", tags=["admin"], response_model=RosterReportOut, responses=ERRORS)
+    def roster(file: UploadFile, who: Auth) -> dict[str, Any]:
+        """Import a civil-affairs roster CSV; rows with errors are reported and the valid rows kept."""
+        data = file.file.read()
+        return import_roster(context, who, file.filename or "roster.csv", data).as_dict()
+
+    return app

@@ -1,0 +1,95 @@
+"""The composition root: the one place that reads settings and wires the database, tariffs and services."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from settlement.config import Settings
+from settlement.db.engine import make_engine
+from settlement.db.migrate import upgrade
+from settlement.services import admin
+from settlement.services.auth import Caller
+from settlement.services.context import Context
+from settlement.services.roster import import_roster
+from settlement.services.uow import UnitOfWorkFactory
+from settlement.tariffstore import load_store
+
+log = logging.getLogger("settlement")
+DEMO_ROSTER = Path(__file__).resolve().parents[2] / "examples" / "roster" / "demo-roster.csv"
+DEMO_HOSPITAL = ("H61100200011", "商州区人民医院", "county", "611002")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Application:
+    settings: Settings
+    engine: Engine
+    context: Context
+
+
+def secret_key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode("utf-8")
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48), encoding="ascii")
+        path.chmod(0o600)
+    return path.read_text(encoding="ascii").strip().encode("ascii")
+
+
+def build(settings: Settings, *, migrate: bool = True) -> Application:
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                         lock_timeout_ms=settings.lock_timeout_ms)
+    if migrate:
+        upgrade(engine)
+    context = Context(
+        uow=UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False)),
+        tariffs=load_store(settings.tariffs_dir),
+        secret=secret_key(settings),
+        clock=utc_now,
+        quote_ttl_seconds=settings.quote_ttl_seconds,
+    )
+    return Application(settings, engine, context)
+
+
+SYSTEM = Caller(0, "admin", "system", None)
+
+
+def prepare(app: Application) -> list[str]:
+    """Load the tariff versions; on an empty database with demo on, seed a demo hospital, keys and roster.
+
+    Returns lines to print for the operator (the demo keys are shown once and kept in data_dir/demo-keys.txt).
+    """
+    added = admin.load_tariffs(app.context, "system")
+    lines = [f"tariff versions loaded: {', '.join(added)}"] if added else []
+    if not app.settings.demo:
+        return lines
+    with app.context.uow() as tx:
+        seeded = tx.repo.hospital_by_code(DEMO_HOSPITAL[0]) is not None
+    keys_file = app.settings.data_dir / "demo-keys.txt"
+    if not seeded:
+        code, name, level, region = DEMO_HOSPITAL
+        hospital_key = admin.add_hospital(app.context, code, name, level, region, "system")
+        admin_key = admin.add_staff(app.context, "admin", "demo-admin", "system")
+        finance_key = admin.add_staff(app.context, "finance", "demo-finance", "system")
+        report = import_roster(app.context, SYSTEM, DEMO_ROSTER.name, DEMO_ROSTER.read_bytes())
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        keys_file.write_text(f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n",
+                             encoding="utf-8")
+        keys_file.chmod(0o600)
+        lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
+    if keys_file.exists():
+        lines.append(f"demo keys (kept in {keys_file}):")
+        lines.extend(f"  {line}" for line in keys_file.read_text(encoding="utf-8").splitlines())
+    return lines

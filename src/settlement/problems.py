@@ -1,0 +1,77 @@
+"""One table from stable error codes to HTTP statuses, and the problem+json body every interface returns.
+
+REST answers with these bodies; SOAP faults carry the same codes. Business failures are 4xx; a 500 is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from settlement.domain.errors import ErrorCode, SettlementError
+from settlement.services.errors import ServiceCode, ServiceError
+
+STATUS: dict[str, int] = {
+    ServiceCode.AUTH_REQUIRED: 401,
+    ServiceCode.AUTH_INVALID: 401,
+    ServiceCode.FORBIDDEN: 403,
+    ServiceCode.NOT_FOUND: 404,
+    ServiceCode.REQUEST_MALFORMED: 422,
+    ServiceCode.HOSPITAL_MISMATCH: 422,
+    ServiceCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ServiceCode.SETTLEMENT_ALREADY_REVERSED: 409,
+    ServiceCode.QUOTE_INVALID: 422,
+    ServiceCode.QUOTE_EXPIRED: 409,
+    ServiceCode.QUOTE_CLAIM_MISMATCH: 409,
+    ServiceCode.QUOTE_TARIFF_CHANGED: 409,
+    ServiceCode.QUOTE_ACCUMULATORS_CHANGED: 409,
+    ServiceCode.QUOTE_CATEGORIES_CHANGED: 409,
+    ServiceCode.ROSTER_INVALID: 422,
+    ServiceCode.DATABASE_BUSY: 503,
+    ErrorCode.TARIFF_NOT_FOUND: 422,
+    ErrorCode.CATALOGUE_UNKNOWN_ITEM: 422,
+    ErrorCode.TARIFF_INVALID: 500,
+    ErrorCode.TARIFF_OVERLAP: 500,
+    ErrorCode.INVARIANT_VIOLATED: 500,
+    ErrorCode.ACCUMULATORS_INVALID: 500,
+    ErrorCode.ACCUMULATORS_YEAR_MISMATCH: 500,
+}
+
+TITLES: dict[int, str] = {
+    401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Unprocessable request",
+    500: "Internal error", 503: "Busy, retry with the same key",
+}
+
+# Failures that are kept under the caller's key: a retry gets the same answer, and new money needs a new key.
+KEPT = frozenset(code for code, status in STATUS.items() if status in (404, 409, 422)) - {
+    ServiceCode.IDEMPOTENCY_KEY_REUSED, ServiceCode.REQUEST_MALFORMED}
+
+
+def status_of(code: str) -> int:
+    if code.startswith("CLAIM_"):
+        return 422
+    return STATUS.get(code, 500)
+
+
+def is_kept(code: str) -> bool:
+    return code.startswith("CLAIM_") or code in KEPT
+
+
+def problem_body(error: SettlementError | ServiceError) -> tuple[int, dict[str, Any]]:
+    code = str(error.code)
+    status = status_of(code)
+    if isinstance(error, ServiceError):
+        detail = error.message
+        problems = [{"code": str(p.code), "path": p.path, "message": p.message} for p in error.problems]
+    else:
+        detail = "; ".join(p.message for p in error.problems[:3])
+        problems = [{"code": str(p.code), "path": p.path, "message": p.message} for p in error.problems]
+    body: dict[str, Any] = {
+        "type": f"urn:settlement:error:{code}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if problems:
+        body["problems"] = problems
+    return status, body

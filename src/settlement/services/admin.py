@@ -1,0 +1,74 @@
+"""Administration: hospitals and their keys, finance and admin principals, loading tariff versions."""
+
+from __future__ import annotations
+
+import json
+
+from settlement.db.models import Hospital, TariffVersion
+from settlement.domain.claim import HospitalLevel
+from settlement.services.auth import add_principal
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+
+
+def add_hospital(context: Context, code: str, name: str, level: str, region: str, actor: str) -> str:
+    """Register a hospital and return its first API key (shown once)."""
+    if level not in set(HospitalLevel):
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"level must be one of {sorted(HospitalLevel)}")
+    if not (len(region) == 6 and region.isdigit()):
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED, "region must be a 6-digit division code")
+    now = context.clock()
+    with context.uow() as tx:
+        if tx.repo.hospital_by_code(code) is not None:
+            raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"hospital {code} already exists")
+        hospital = Hospital(code=code, name=name, level=level, region=region, created_at=now)
+        tx.repo.add(hospital)
+        tx.repo.flush()
+        key = add_principal(tx.repo, "hospital", code, hospital.id, now)
+        tx.repo.audit(now, actor, "hospital.create", "hospital", code,
+                      json.dumps({"name": name, "level": level, "region": region}, ensure_ascii=False))
+        tx.commit()
+    return key
+
+
+def add_staff(context: Context, kind: str, name: str, actor: str) -> str:
+    """A finance officer's or administrator's key (shown once)."""
+    if kind not in ("finance", "admin"):
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED, "kind must be finance or admin")
+    now = context.clock()
+    with context.uow() as tx:
+        key = add_principal(tx.repo, kind, name, None, now)
+        tx.repo.audit(now, actor, "principal.create", "principal", name, json.dumps({"kind": kind}))
+        tx.commit()
+    return key
+
+
+def load_tariffs(context: Context, actor: str) -> list[str]:
+    """Record every tariff version of tariffs/ in the database (by content hash); return the new ones.
+
+    A version already recorded with other content is refused: versions are never edited, a change is a new
+    version.
+    """
+    added: list[str] = []
+    now = context.clock()
+    with context.uow() as tx:
+        for version, parent in context.tariffs.all_resolutions():
+            resolved = context.tariffs.resolved_pair(version, parent)
+            ref = resolved.tariff.ref
+            if tx.repo.tariff_version_by_sha(ref.sha256) is not None:
+                continue
+            clash = next((row for row in tx.repo.tariff_versions()
+                          if row.region == ref.region and row.version == ref.version), None)
+            if clash is not None:
+                raise ServiceError(ServiceCode.REQUEST_MALFORMED,
+                                   f"tariff {ref.region} version {ref.version} is already recorded with other "
+                                   "content; versions are never edited: add a new version file")
+            tx.repo.add(TariffVersion(region=ref.region, version=ref.version, sha256=ref.sha256,
+                                      effective_from=resolved.tariff.effective_from,
+                                      effective_to=resolved.tariff.effective_to, content=resolved.canonical,
+                                      loaded_at=now))
+            tx.repo.audit(now, actor, "tariff.load", "tariff_version", f"{ref.region}/{ref.version}",
+                          json.dumps({"sha256": ref.sha256}))
+            added.append(f"{ref.region} {ref.version}")
+        tx.commit()
+    return added

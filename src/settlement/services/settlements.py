@@ -1,0 +1,398 @@
+"""Quote, settle, reverse, read and list settlements: the cashier's use cases.
+
+Concurrency: every settlement or reversal of a person first locks that person's year (a row lock on
+PostgreSQL; SQLite's BEGIN IMMEDIATE holds the database), then checks the caller's key, computes and writes
+the settlement, its ledger entries, the new year figures, the key's answer and an audit row in one
+transaction. The year figures are therefore always the sum of the ledger, and no cap or deductible is used
+twice, however many hospitals settle the same person at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement, TariffVersion
+from settlement.db.repositories import Repository, YearFigures
+from settlement.domain.accumulators import Accumulators
+from settlement.domain.claim import SHANGHAI, Claim
+from settlement.domain.errors import SettlementError
+from settlement.domain.money import ZERO, fmt, from_fen, to_fen
+from settlement.domain.privacy import mask_id_number
+from settlement.domain.settle import Settlement as Computed
+from settlement.domain.settle import settle
+from settlement.problems import is_kept, problem_body
+from settlement.services import quotes
+from settlement.services.auth import Caller
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+from settlement.tariffstore.store import ResolvedTariff
+from settlement.wire.claims import ServiceClaimIn
+from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
+from settlement.wire.results import accumulators_json, settlement_json
+
+log = logging.getLogger("settlement.service")
+T = TypeVar("T")
+RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer as it was first given: replayed byte for byte to every retry with the same key."""
+
+    status: int
+    body: str
+    replayed: bool = False
+
+
+def canonical_hash(operation: str, payload: Any) -> str:
+    text = json.dumps([operation, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def accumulators_from(figures: YearFigures, year: int) -> Accumulators:
+    return Accumulators(
+        year,
+        figures.admissions,
+        {fund: from_fen(d) for fund, (_, d, _) in figures.funds.items()},
+        {fund: from_fen(c) for fund, (_, _, c) in figures.funds.items()},
+        {fund: from_fen(p) for fund, (p, _, _) in figures.funds.items()},
+    )
+
+
+def figures_hash(figures: YearFigures) -> str:
+    return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
+
+
+class SettlementService:
+    def __init__(self, context: Context) -> None:
+        self.ctx = context
+
+    # Shared steps
+
+    def _hospital_id(self, caller: Caller) -> int:
+        if caller.kind != "hospital" or caller.hospital_id is None:
+            raise ServiceError(ServiceCode.FORBIDDEN, "only a hospital's key may quote, settle or reverse")
+        return caller.hospital_id
+
+    def _claim(self, repo: Repository, hospital_id: int, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
+        hospital = repo.hospital(hospital_id)
+        assert hospital is not None
+        if claim_in.hospital.code != hospital.code or claim_in.hospital.level != hospital.level:
+            raise ServiceError(ServiceCode.HOSPITAL_MISMATCH,
+                               f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
+                               f"your key is for {hospital.code} ({hospital.level})")
+        # Categories come from the roster on the settlement date, never from the hospital.
+        settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
+            if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
+        categories = tuple(row.category for row in repo.categories_on(claim_in.patient.id_number, settled_on))
+        claim = claim_in.build(claim_in.patient, categories)
+        resolved = self.ctx.tariffs.resolve(claim.patient.region, claim.tariff_date)
+        return claim, resolved
+
+    def _tariff_id(self, repo: Repository, resolved: ResolvedTariff) -> int:
+        sha = resolved.tariff.ref.sha256
+        known = self.ctx.tariff_ids.get(sha)
+        if known is not None:
+            return known
+        row = repo.tariff_version_by_sha(sha)
+        if row is None:
+            tariff = resolved.tariff
+            row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
+                                effective_from=tariff.effective_from, effective_to=tariff.effective_to,
+                                content=resolved.canonical, loaded_at=self.ctx.clock())
+            repo.add(row)
+            repo.flush()
+        self.ctx.tariff_ids[sha] = row.id
+        return row.id
+
+    def _basis(self, hospital_id: int, claim_in: ServiceClaimIn, computed: Computed,
+               figures: YearFigures, expires_at: int) -> quotes.QuoteBasis:
+        shares = {fund: to_fen(amount) for fund, amount in computed.paid_by_fund().items()}
+        shares["patient"] = to_fen(computed.patient_pays)
+        return quotes.QuoteBasis(hospital_id, canonical_hash("claim", claim_in.model_dump(mode="json")),
+                                 computed.tariff.sha256, figures_hash(figures), computed.claim.patient.categories,
+                                 shares, expires_at)
+
+    def _with_retries(self, work: Callable[[], T]) -> T:
+        """Retry a transaction that lost a race (a key inserted by a concurrent retry) or a lock wait."""
+        for attempt in range(RETRIES):
+            try:
+                return work()
+            except IntegrityError:
+                if attempt == RETRIES - 1:
+                    raise
+            except OperationalError as error:
+                log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
+                if attempt == RETRIES - 1:
+                    raise ServiceError(ServiceCode.DATABASE_BUSY,
+                                       "the person's record is busy; retry with the same key") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _replay(self, record: IdempotencyRecord, request_hash: str) -> Reply:
+        if record.request_hash != request_hash:
+            raise ServiceError(ServiceCode.IDEMPOTENCY_KEY_REUSED,
+                               f"transaction id {record.key!r} was already used for a different request; "
+                               "new money needs a new transaction id")
+        return Reply(record.status_code, record.response, replayed=True)
+
+    def _keep_failure(self, hospital_id: int, key: str, operation: str, request_hash: str,
+                      error: SettlementError | ServiceError) -> Reply:
+        """Record a business failure under the key, so that a retry gets the same answer; nothing else."""
+        status, body = problem_body(error)
+        text = dumps(body)
+
+        def record() -> Reply:
+            with self.ctx.uow() as tx:
+                existing = tx.repo.idempotency_record(hospital_id, key)
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                tx.repo.add(IdempotencyRecord(hospital_id=hospital_id, key=key, operation=operation,
+                                              request_hash=request_hash, status_code=status, response=text,
+                                              created_at=self.ctx.clock()))
+                tx.commit()
+                return Reply(status, text)
+
+        return self._with_retries(record)
+
+    # Use cases
+
+    def quote(self, caller: Caller, request: QuoteRequest) -> dict[str, Any]:
+        """Compute as settle would; record nothing. The quote id lets settle confirm nothing changed."""
+        hospital_id = self._hospital_id(caller)
+        with self.ctx.uow() as tx:  # read only: rolled back at the end
+            claim, resolved = self._claim(tx.repo, hospital_id, request.claim)
+            figures = tx.repo.read_year(claim.patient.id_number, claim.insurance_year)
+            computed = settle(claim, resolved.tariff, accumulators_from(figures, claim.insurance_year))
+        now = self.ctx.clock()
+        expires = int(now.timestamp()) + self.ctx.quote_ttl_seconds
+        basis = self._basis(hospital_id, request.claim, computed, figures, expires)
+        body = settlement_json(computed)
+        body["categories"] = list(claim.patient.categories)
+        return {"quote_id": quotes.sign(basis, self.ctx.secret),
+                "expires_at": datetime.fromtimestamp(expires, tz=SHANGHAI).isoformat(), **body}
+
+    def settle(self, caller: Caller, request: SettleRequest) -> Reply:
+        hospital_id = self._hospital_id(caller)
+        key = request.transaction_id
+        request_hash = canonical_hash("settle", request.model_dump(mode="json"))
+
+        def attempt() -> Reply:
+            with self.ctx.uow() as tx:
+                repo = tx.repo
+                existing = repo.idempotency_record(hospital_id, key)
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                claim, resolved = self._claim(repo, hospital_id, request.claim)
+                id_number, year = claim.patient.id_number, claim.insurance_year
+                figures = repo.lock_year(id_number, year)
+                existing = repo.idempotency_record(hospital_id, key)  # a concurrent retry may have won the lock
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                computed = settle(claim, resolved.tariff, accumulators_from(figures, year))
+                now = self.ctx.clock()
+                if request.quote_id is not None:
+                    quoted = quotes.verify(request.quote_id, self.ctx.secret)
+                    quotes.compare(quoted, self._basis(hospital_id, request.claim, computed, figures,
+                                                       quoted.expires_at), int(now.timestamp()))
+                reply = self._record(repo, hospital_id, request, claim, resolved, computed, figures, now)
+                tx.commit()
+                return reply
+
+        try:
+            return self._with_retries(attempt)
+        except (SettlementError, ServiceError) as error:
+            if not is_kept(str(error.code)):
+                raise
+            return self._keep_failure(hospital_id, key, "settle", request_hash, error)
+
+    def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim: Claim,
+                resolved: ResolvedTariff, computed: Computed, figures: YearFigures, now: datetime) -> Reply:
+        dec = computed.decomposition
+        before, after = computed.accumulators_before, computed.accumulators_after
+        public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{secrets.token_hex(6).upper()}"
+        body: dict[str, Any] = {
+            "settlement_id": public_id,
+            "transaction_id": request.transaction_id,
+            "status": "settled",
+            "recorded_at": now.isoformat(),
+            "visit_id": claim.visit.id,
+            "categories": list(claim.patient.categories),
+            **settlement_json(computed),
+        }
+        text = dumps(body)
+        row = Settlement(
+            public_id=public_id, hospital_id=hospital_id, transaction_id=request.transaction_id,
+            id_number=claim.patient.id_number, insurance_year=claim.insurance_year, visit_id=claim.visit.id,
+            visit_type=claim.visit.type, settled_at=claim.visit.settled_at, created_at=now,
+            tariff_version_id=self._tariff_id(repo, resolved), tariff_sha256=computed.tariff.sha256,
+            total_fen=to_fen(dec.total), out_of_catalogue_fen=to_fen(dec.out_of_catalogue),
+            over_price_limit_fen=to_fen(dec.over_price_limit), pre_self_pay_fen=to_fen(dec.pre_self_pay),
+            in_scope_fen=to_fen(dec.in_scope), patient_fen=to_fen(computed.patient_pays),
+            admissions=after.admissions - before.admissions,
+            categories=json.dumps(list(claim.patient.categories)),
+            accumulators_before=dumps(accumulators_json(before)),
+            claim=dumps(request.claim.model_dump(mode="json")), result=text,
+        )
+        repo.add(row)
+        repo.flush()
+        movements: dict[str, tuple[int, int, int]] = {}
+        for fund in sorted(set(after.paid) | set(after.deductible_used) | set(after.cumulative)):
+            moved = (
+                to_fen(after.paid.get(fund, ZERO) - before.paid.get(fund, ZERO)),
+                to_fen(after.deductible_used.get(fund, ZERO) - before.deductible_used.get(fund, ZERO)),
+                to_fen(after.cumulative.get(fund, ZERO) - before.cumulative.get(fund, ZERO)),
+            )
+            if any(moved):
+                movements[fund] = moved
+                repo.add(LedgerEntry(settlement_id=row.id, hospital_id=hospital_id, id_number=row.id_number,
+                                     insurance_year=row.insurance_year, fund=fund, paid_fen=moved[0],
+                                     deductible_fen=moved[1], cumulative_fen=moved[2], created_at=now))
+        repo.move_year(row.id_number, row.insurance_year, row.admissions, movements)
+        repo.add(IdempotencyRecord(hospital_id=hospital_id, key=request.transaction_id, operation="settle",
+                                   request_hash=canonical_hash("settle", request.model_dump(mode="json")),
+                                   status_code=201, response=text, created_at=now))
+        repo.audit(now, f"hospital:{hospital_id}", "settlement.create", "settlement", public_id, dumps({
+            "transaction_id": request.transaction_id, "person": mask_id_number(row.id_number),
+            "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
+            "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}))
+        return Reply(201, text)
+
+    def reverse(self, caller: Caller, settlement_id: str, request: ReverseRequest) -> Reply:
+        """A full reversal: negative entries linked to the originals; the year figures are restored."""
+        hospital_id = self._hospital_id(caller)
+        key = request.transaction_id
+        request_hash = canonical_hash("reverse", [settlement_id, request.model_dump(mode="json")])
+
+        def attempt() -> Reply:
+            with self.ctx.uow() as tx:
+                repo = tx.repo
+                existing = repo.idempotency_record(hospital_id, key)
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                original = repo.settlement(settlement_id, hospital_id)
+                if original is None:  # another hospital's settlement is not found either
+                    raise ServiceError(ServiceCode.NOT_FOUND, f"no settlement {settlement_id} of your hospital")
+                repo.lock_year(original.id_number, original.insurance_year)
+                existing = repo.idempotency_record(hospital_id, key)
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                done = repo.reversal_of(original.id)
+                if done is not None:
+                    raise ServiceError(ServiceCode.SETTLEMENT_ALREADY_REVERSED,
+                                       f"settlement {settlement_id} was already reversed by {done.public_id}")
+                now = self.ctx.clock()
+                reversal = Reversal(public_id=f"RV{now.astimezone(SHANGHAI):%Y%m%d}{secrets.token_hex(6).upper()}",
+                                    settlement_id=original.id, hospital_id=hospital_id, transaction_id=key,
+                                    admissions=-original.admissions, reason=request.reason, created_at=now)
+                repo.add(reversal)
+                repo.flush()
+                movements: dict[str, tuple[int, int, int]] = {}
+                entries = []
+                for entry in repo.ledger_of(original.id):
+                    repo.add(LedgerEntry(settlement_id=original.id, reversal_id=reversal.id,
+                                         reverses_entry_id=entry.id, hospital_id=hospital_id,
+                                         id_number=entry.id_number, insurance_year=entry.insurance_year,
+                                         fund=entry.fund, paid_fen=-entry.paid_fen,
+                                         deductible_fen=-entry.deductible_fen, cumulative_fen=-entry.cumulative_fen,
+                                         created_at=now))
+                    movements[entry.fund] = (-entry.paid_fen, -entry.deductible_fen, -entry.cumulative_fen)
+                    entries.append({"fund": entry.fund, "paid": fmt(from_fen(-entry.paid_fen))})
+                repo.move_year(original.id_number, original.insurance_year, -original.admissions, movements)
+                text = dumps({
+                    "reversal_id": reversal.public_id, "settlement_id": original.public_id,
+                    "transaction_id": key, "status": "reversed", "recorded_at": now.isoformat(),
+                    "entries": entries, "patient_pays": fmt(from_fen(-original.patient_fen)),
+                    "total": fmt(from_fen(-original.total_fen)),
+                })
+                repo.add(IdempotencyRecord(hospital_id=hospital_id, key=key, operation="reverse",
+                                           request_hash=request_hash, status_code=201, response=text,
+                                           created_at=now))
+                repo.audit(now, f"hospital:{hospital_id}", "settlement.reverse", "settlement", original.public_id,
+                           dumps({"reversal": reversal.public_id, "transaction_id": key,
+                                  "reason": request.reason}))
+                tx.commit()
+                return Reply(201, text)
+
+        try:
+            return self._with_retries(attempt)
+        except (SettlementError, ServiceError) as error:
+            if not is_kept(str(error.code)):
+                raise
+            return self._keep_failure(hospital_id, key, "reverse", request_hash, error)
+
+    def get(self, caller: Caller, settlement_id: str) -> dict[str, Any]:
+        own = caller.hospital_id if caller.kind == "hospital" else None
+        if caller.kind not in ("hospital", "finance", "admin"):
+            raise ServiceError(ServiceCode.FORBIDDEN, "not allowed")  # pragma: no cover - kinds are closed
+        with self.ctx.uow() as tx:
+            row = tx.repo.settlement(settlement_id, own)
+            if row is None:
+                raise ServiceError(ServiceCode.NOT_FOUND, f"no settlement {settlement_id}")
+            reversal = tx.repo.reversal_of(row.id)
+            body: dict[str, Any] = json.loads(row.result)
+            if reversal is not None:
+                body["status"] = "reversed"
+                body["reversal"] = {"reversal_id": reversal.public_id, "transaction_id": reversal.transaction_id,
+                                    "recorded_at": reversal.created_at.isoformat(), "reason": reversal.reason}
+            return body
+
+    def list(self, caller: Caller, start: date, end: date, cursor: int | None, limit: int,
+             hospital_code: str | None = None) -> dict[str, Any]:
+        """The calling hospital's settlements recorded between two dates (Asia/Shanghai, inclusive), paged."""
+        with self.ctx.uow() as tx:
+            if caller.kind == "hospital":
+                hospital_id = caller.hospital_id
+            else:
+                hospital = tx.repo.hospital_by_code(hospital_code or "")
+                if hospital is None:
+                    raise ServiceError(ServiceCode.NOT_FOUND, "name a hospital code to list its settlements")
+                hospital_id = hospital.id
+            assert hospital_id is not None
+            low = datetime.combine(start, time.min, SHANGHAI)
+            high = datetime.combine(end + timedelta(days=1), time.min, SHANGHAI)
+            rows = tx.repo.settlements_page(hospital_id, low, high, cursor, limit + 1)
+            items = [{
+                "settlement_id": row.public_id, "transaction_id": row.transaction_id, "visit_id": row.visit_id,
+                "recorded_at": row.created_at.isoformat(), "total": fmt(from_fen(row.total_fen)),
+                "patient_pays": fmt(from_fen(row.patient_fen)),
+                "status": "reversed" if reversal else "settled",
+                "person": mask_id_number(row.id_number),
+            } for row, reversal in rows[:limit]]
+            next_cursor = str(rows[limit - 1][0].id) if len(rows) > limit else None
+            return {"items": items, "next_cursor": next_cursor}
+
+    def eligibility(self, caller: Caller, id_number: str, day: date) -> dict[str, Any]:
+        with self.ctx.uow() as tx:
+            person = tx.repo.person(id_number)
+            categories = tx.repo.categories_on(id_number, day)
+            figures = tx.repo.read_year(id_number, day.year)
+        names: dict[str, str] = {}
+        for region in self.ctx.tariffs.regions():
+            for version in self.ctx.tariffs.versions(region):
+                names.update(version.raw.get("categories", {}) and {
+                    code: spec.get("name", code) for code, spec in version.raw["categories"].items()})
+        return {
+            "person": mask_id_number(id_number),
+            "in_roster": person is not None,
+            "scheme": person.scheme if person else None,
+            "region": person.region if person else None,
+            "on": day.isoformat(),
+            "categories": [{"code": c.category, "name": names.get(c.category, c.category),
+                            "valid_from": c.valid_from.isoformat(),
+                            "valid_to": c.valid_to.isoformat() if c.valid_to else None} for c in categories],
+            "year_to_date": accumulators_json(accumulators_from(figures, day.year)),
+        }
+

@@ -1,0 +1,28 @@
+"""Requests to the service, shared by REST and the SOAP dialects."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from settlement.wire.claims import ServiceClaimIn, Wire
+
+# The caller's message id: institution code + timestamp + sequence in practice; the idempotency key.
+TransactionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class QuoteRequest(Wire):
+    claim: ServiceClaimIn
+
+
+class SettleRequest(Wire):
+    transaction_id: TransactionId
+    claim: ServiceClaimIn
+    quote_id: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="settle exactly as quoted, or be told what changed since")
+
+
+class ReverseRequest(Wire):
+    transaction_id: TransactionId
+    reason: Annotated[str, Field(max_length=256)] = ""
