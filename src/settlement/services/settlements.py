@@ -377,7 +377,8 @@ class SettlementService:
     def eligibility(self, caller: Caller, id_number: str, day: date) -> dict[str, Any]:
         with self.ctx.uow() as tx:
             person = tx.repo.person(id_number)
-            categories = tx.repo.categories_on(id_number, day)
+            scheme, region = (person.scheme, person.region) if person else (None, None)
+            categories = [(c.category, c.valid_from, c.valid_to) for c in tx.repo.categories_on(id_number, day)]
             figures = tx.repo.read_year(id_number, day.year)
         names: dict[str, str] = {}
         for region in self.ctx.tariffs.regions():
@@ -387,12 +388,11 @@ class SettlementService:
         return {
             "person": mask_id_number(id_number),
             "in_roster": person is not None,
-            "scheme": person.scheme if person else None,
-            "region": person.region if person else None,
+            "scheme": scheme,
+            "region": region,
             "on": day.isoformat(),
-            "categories": [{"code": c.category, "name": names.get(c.category, c.category),
-                            "valid_from": c.valid_from.isoformat(),
-                            "valid_to": c.valid_to.isoformat() if c.valid_to else None} for c in categories],
+            "categories": [{"code": code, "name": names.get(code, code), "valid_from": start.isoformat(),
+                            "valid_to": end.isoformat() if end else None} for code, start, end in categories],
             "year_to_date": accumulators_json(accumulators_from(figures, day.year)),
         }
 

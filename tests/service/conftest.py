@@ -1,0 +1,189 @@
+"""Fixtures for the service: real databases (a fresh PostgreSQL database per test run, a SQLite file per test),
+applications built by the composition root, and real uvicorn servers listening on loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from settlement.api.app import create_app
+from settlement.bootstrap import Application, build, prepare
+from settlement.config import Settings
+from settlement.domain.idcard import check_character
+from tests.factories import TARIFFS
+
+PG_ADMIN = os.environ.get("SETTLEMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end. In CI its absence is a failure."""
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN}; CI must run the PostgreSQL tests")
+        pytest.skip("PostgreSQL is not running here (CI starts it)")
+    name = f"settlement_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'settlement.sqlite3'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@dataclass
+class Clock:
+    """A settable clock: tests move time instead of sleeping."""
+
+    now: datetime = field(default_factory=lambda: datetime(2024, 6, 15, 2, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Service:
+    app: Application
+    clock: Clock
+    tmp: Path
+
+    def hospital(self, level: str = "county", region: str = "611002", code: str | None = None) -> tuple[str, str]:
+        """A new hospital with a unique code; returns (code, API key)."""
+        from settlement.services.admin import add_hospital
+
+        code = code or f"H{secrets.token_hex(5).upper()}"
+        return code, add_hospital(self.app.context, code, f"医院{code}", level, region, "test")
+
+    def staff(self, kind: str) -> str:
+        from settlement.services.admin import add_staff
+
+        return add_staff(self.app.context, kind, f"{kind}-{secrets.token_hex(3)}", "test")
+
+
+def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
+    return Settings(database_url=url, tariffs_dir=TARIFFS, secret_key="test-secret", data_dir=tmp, demo=False,
+                    **overrides)
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
+    application = build(settings_for(database_url, tmp_path))
+    clock = Clock()
+    application.context.clock = clock
+    prepare(application)
+    yield Service(application, clock, tmp_path)
+    application.engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+def start_server(application: Application) -> LiveServer:
+    """The app in a uvicorn server on a loopback port, in this process (so tests can set its clock)."""
+    port = free_port()
+    config = uvicorn.Config(create_app(application), host="127.0.0.1", port=port, log_level="warning",
+                            limit_concurrency=1000, backlog=2048)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+
+
+@pytest.fixture
+def live(service: Service) -> Iterator[LiveServer]:
+    running = start_server(service.app)
+    yield running
+    running.server.should_exit = True
+    running.thread.join(timeout=10)
+
+
+def new_id_number(region: str = "611002", birth: str = "19700101") -> str:
+    body = f"{region}{birth}{secrets.randbelow(1000):03d}"
+    return body + check_character(body)
+
+
+def claim_body(hospital_code: str, level: str, id_number: str, *, amount: str = "1000.00", code: str = "A1X",
+               region: str = "611002", visit_type: str = "inpatient", settled_at: str = "2024-06-15T10:00:00+08:00",
+               discharge: str = "2024-06-15", lines: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A valid service claim; by default one 1,000.00 line of an item not in the catalogue is replaced by a
+    class A bed-day of the shipped catalogue so that money flows."""
+    if lines is None:
+        lines = [{"id": "1", "code": "001109000010001", "name": "床位费", "quantity": "1", "unit_price": amount,
+                  "amount": amount}]
+        # The bed-day is capped at 30.00 a day: use a class A item without a cap instead.
+        lines = [{"id": "1", "code": "XJ01CAA010A001010101107", "name": "阿莫西林胶囊", "quantity": "1",
+                  "unit_price": amount, "amount": amount}]
+    return {
+        "hospital": {"code": hospital_code, "level": level},
+        "visit": {"id": f"ZY{secrets.token_hex(4)}", "type": visit_type, "admission_date": discharge,
+                  "discharge_date": discharge, "settled_at": settled_at},
+        "patient": {"id_number": id_number, "name": "王喆", "scheme": "resident", "region": region},
+        "lines": lines,
+    }
+
+
+def roster_csv(rows: list[tuple[str, str, str, str]]) -> bytes:
+    """rows of (id_number, category, valid_from, valid_to) for residents of 611002."""
+    text = "id_number,name,scheme,region,category,valid_from,valid_to\n"
+    text += "".join(f"{i},测试,resident,611002,{c},{f},{t}\n" for i, c, f, t in rows)
+    return text.encode("utf-8")
+
+
+def import_roster_rows(service: Service, rows: list[tuple[str, str, str, str]]) -> None:
+    from settlement.bootstrap import SYSTEM
+    from settlement.services.roster import import_roster
+
+    import_roster(service.app.context, SYSTEM, "test.csv", roster_csv(rows))
+
+
+Factory = Callable[..., Any]
