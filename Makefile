@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The service on the embedded SQLite default (./var), with the shipped tariffs, a demo hospital and roster.
 run: $(STAMP)
-	$(BIN)/settlement quote examples/claims/inpatient-dibao-county.json
+	$(BIN)/settlement serve --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -79,6 +79,14 @@ def create_app(application: Application) -> FastAPI:
     async def _settlement_error(_: Request, error: SettlementError) -> JSONResponse:
         return problem_response(error)
 
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, error: Exception) -> JSONResponse:
+        # A 500 is a bug. Only the exception's type is logged: messages may carry personal data.
+        log.error("unexpected %s while handling a request", type(error).__name__)
+        body = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
+                "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
+        return JSONResponse(body, status_code=500, media_type=PROBLEM)
+
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, error: RequestValidationError) -> JSONResponse:
         # The values are not echoed: they may be ID numbers or names.

@@ -18,6 +18,7 @@ def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,  # SQL errors would otherwise print ID numbers and names into logs
     )
 
     @event.listens_for(engine, "connect")
@@ -36,7 +37,8 @@ def _sqlite_engine(url: str, lock_timeout_ms: int) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000},
+                           hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
