@@ -54,7 +54,8 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
     if migrate:
         upgrade(engine)
     context = Context(
-        uow=UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False)),
+        # No autoflush: the use cases flush where they need ids, which keeps round trips to the database few.
+        uow=UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False, autoflush=False)),
         tariffs=load_store(settings.tariffs_dir),
         secret=secret_key(settings),
         clock=utc_now,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from settlement.bootstrap import Application
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
 from settlement.problems import problem_body
-from settlement.services.auth import Caller, authenticate
+from settlement.services.auth import Caller, CallerCache, authenticate
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.roster import import_roster
@@ -45,8 +46,14 @@ def current_caller(request: Request, authorization: Annotated[str | None, Header
     if authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     context: Context = request.app.state.context
+    cache: CallerCache = request.app.state.callers
+    now = time.monotonic()
+    if key and (known := cache.get(key, now)) is not None:
+        return known
     with context.uow() as tx:
-        return authenticate(tx.repo, key)
+        found = authenticate(tx.repo, key)
+    cache.put(key or "", found, now)
+    return found
 
 
 Auth = Annotated[Caller, Depends(current_caller)]
@@ -70,6 +77,7 @@ def create_app(application: Application) -> FastAPI:
     )
 
     app.state.context = context
+    app.state.callers = CallerCache()
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:

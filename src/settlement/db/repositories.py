@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,10 @@ from settlement.db.models import (
     Settlement,
     TariffVersion,
 )
+
+PERSON_YEARS = cast(Table, PersonYear.__table__)
+FUND_YEARS = cast(Table, FundYear.__table__)
+AUDIT_LOG = cast(Table, AuditEntry.__table__)
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,6 @@ class Repository:
 
     def flush(self) -> None:
         self.session.flush()
-
-    def _insert_ignore(self, table: Any, values: dict[str, Any], keys: Sequence[str]) -> None:
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        self.session.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
     # Hospitals and principals
 
@@ -105,45 +105,59 @@ class Repository:
 
         Every settlement and reversal of one person and year takes this row lock first, so they run one after
         the other across hospitals and processes; on SQLite the whole database is already held by BEGIN
-        IMMEDIATE.
+        IMMEDIATE. The upsert with a no-op update takes the lock and reads the row in one round trip.
         """
-        self._insert_ignore(PersonYear.__table__, {"id_number": id_number, "year": year, "admissions": 0},
-                            ("id_number", "year"))
-        row = self.session.execute(
-            select(PersonYear).where(PersonYear.id_number == id_number, PersonYear.year == year).with_for_update()
-        ).scalar_one()
-        funds = {
-            fund.fund: (fund.paid_fen, fund.deductible_fen, fund.cumulative_fen)
-            for fund in self.session.scalars(select(FundYear).where(FundYear.id_number == id_number,
-                                                                    FundYear.year == year))
-        }
-        return YearFigures(row.admissions, funds)
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        table = PERSON_YEARS
+        upsert = dialect_insert(table).values(id_number=id_number, year=year, admissions=0).on_conflict_do_update(
+            index_elements=["id_number", "year"], set_={"admissions": table.c.admissions})
+        admissions: int = self.session.execute(upsert.returning(table.c.admissions)).scalar_one()
+        return YearFigures(admissions, self._funds(id_number, year))
+
+    def _funds(self, id_number: str, year: int) -> dict[str, tuple[int, int, int]]:
+        table = FUND_YEARS
+        rows = self.session.execute(
+            select(table.c.fund, table.c.paid_fen, table.c.deductible_fen, table.c.cumulative_fen)
+            .where(table.c.id_number == id_number, table.c.year == year))
+        return {fund: (paid, deductible, cumulative) for fund, paid, deductible, cumulative in rows}
 
     def read_year(self, id_number: str, year: int) -> YearFigures:
-        """The figures without a lock, for displays (eligibility)."""
-        row = self.session.get(PersonYear, (id_number, year))
-        funds = {
-            fund.fund: (fund.paid_fen, fund.deductible_fen, fund.cumulative_fen)
-            for fund in self.session.scalars(select(FundYear).where(FundYear.id_number == id_number,
-                                                                    FundYear.year == year))
-        }
-        return YearFigures(row.admissions if row else 0, funds)
+        """The figures without a lock, for displays (eligibility) and quotes."""
+        table = PERSON_YEARS
+        admissions = self.session.execute(select(table.c.admissions).where(
+            table.c.id_number == id_number, table.c.year == year)).scalar()
+        return YearFigures(admissions or 0, self._funds(id_number, year))
 
     def move_year(self, id_number: str, year: int, admissions: int,
                   funds: dict[str, tuple[int, int, int]]) -> None:
-        """Add movements (positive for a settlement, negative for a reversal) to a locked year."""
-        person_year = self.session.get(PersonYear, (id_number, year))
-        assert person_year is not None, "lock_year first"
-        person_year.admissions += admissions
-        for fund, (paid, deductible, cumulative) in funds.items():
-            row = self.session.get(FundYear, (id_number, year, fund))
-            if row is None:
-                row = FundYear(id_number=id_number, year=year, fund=fund, paid_fen=0, deductible_fen=0,
-                               cumulative_fen=0)
-                self.session.add(row)
-            row.paid_fen += paid
-            row.deductible_fen += deductible
-            row.cumulative_fen += cumulative
+        """Add movements (positive for a settlement, negative for a reversal) to a year locked by lock_year."""
+        person_years = PERSON_YEARS
+        if admissions:
+            self.session.execute(update(person_years).where(
+                person_years.c.id_number == id_number, person_years.c.year == year
+            ).values(admissions=person_years.c.admissions + admissions))
+        if not funds:
+            return
+        table = FUND_YEARS
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["id_number", "year", "fund"],
+            set_={name: table.c[name] + statement.excluded[name]
+                  for name in ("paid_fen", "deductible_fen", "cumulative_fen")})
+        self.session.execute(statement, [
+            {"id_number": id_number, "year": year, "fund": fund, "paid_fen": paid, "deductible_fen": deductible,
+             "cumulative_fen": cumulative}
+            for fund, (paid, deductible, cumulative) in funds.items()])
+
+    def insert_returning_id(self, table: Any, values: dict[str, Any]) -> int:
+        """One INSERT ... RETURNING id: the write path avoids the ORM's per-object bookkeeping."""
+        new_id: int = self.session.execute(insert(table).values(**values).returning(table.c.id)).scalar_one()
+        return new_id
+
+    def insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(table), rows)
 
     # Idempotency
 
@@ -195,5 +209,5 @@ class Repository:
     # Audit
 
     def audit(self, at: datetime, actor: str, action: str, entity: str, entity_id: str, details: str) -> None:
-        self.session.add(AuditEntry(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id,
-                                    details=details))
+        self.session.execute(insert(AUDIT_LOG).values(at=at, actor=actor, action=action, entity=entity,
+                                                      entity_id=entity_id, details=details))

@@ -25,6 +25,8 @@ class Caller:
     kind: str  # hospital | finance | admin
     name: str
     hospital_id: int | None
+    hospital_code: str | None = None
+    hospital_level: str | None = None
 
     @property
     def actor(self) -> str:
@@ -50,7 +52,32 @@ def authenticate(repo: Repository, key: str | None) -> Caller:
     if principal is None or principal.revoked_at is not None or not hmac.compare_digest(
             principal.key_hash, digest(key)):
         raise ServiceError(ServiceCode.AUTH_INVALID, "the API key is not valid")
-    return Caller(principal.id, principal.kind, principal.name, principal.hospital_id)
+    hospital = repo.hospital(principal.hospital_id) if principal.hospital_id is not None else None
+    return Caller(principal.id, principal.kind, principal.name, principal.hospital_id,
+                  hospital.code if hospital else None, hospital.level if hospital else None)
+
+
+class CallerCache:
+    """Recently authenticated keys, by digest, for a few seconds: most requests then skip a database round trip.
+
+    A revoked key stops working within `ttl_seconds`.
+    """
+
+    def __init__(self, ttl_seconds: float = 30.0, size: int = 4096) -> None:
+        self.ttl = ttl_seconds
+        self.size = size
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, key: str, now: float) -> Caller | None:
+        entry = self._entries.get(digest(key))
+        if entry is None or now - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: str, caller: Caller, now: float) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[digest(key)] = (now, caller)
 
 
 def add_principal(repo: Repository, kind: str, name: str, hospital_id: int | None, now: datetime) -> str:

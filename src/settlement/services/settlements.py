@@ -16,8 +16,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement, TariffVersion
@@ -40,6 +41,9 @@ from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
 from settlement.wire.results import accumulators_json, settlement_json
 
 log = logging.getLogger("settlement.service")
+SETTLEMENTS = cast(Table, Settlement.__table__)
+LEDGER = cast(Table, LedgerEntry.__table__)
+IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
 T = TypeVar("T")
 RETRIES = 3
 
@@ -87,13 +91,11 @@ class SettlementService:
             raise ServiceError(ServiceCode.FORBIDDEN, "only a hospital's key may quote, settle or reverse")
         return caller.hospital_id
 
-    def _claim(self, repo: Repository, hospital_id: int, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
-        hospital = repo.hospital(hospital_id)
-        assert hospital is not None
-        if claim_in.hospital.code != hospital.code or claim_in.hospital.level != hospital.level:
+    def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
+        if (claim_in.hospital.code, claim_in.hospital.level) != (caller.hospital_code, caller.hospital_level):
             raise ServiceError(ServiceCode.HOSPITAL_MISMATCH,
                                f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
-                               f"your key is for {hospital.code} ({hospital.level})")
+                               f"your key is for {caller.hospital_code} ({caller.hospital_level})")
         # Categories come from the roster on the settlement date, never from the hospital.
         settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
             if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
@@ -173,7 +175,7 @@ class SettlementService:
         """Compute as settle would; record nothing. The quote id lets settle confirm nothing changed."""
         hospital_id = self._hospital_id(caller)
         with self.ctx.uow() as tx:  # read only: rolled back at the end
-            claim, resolved = self._claim(tx.repo, hospital_id, request.claim)
+            claim, resolved = self._claim(tx.repo, caller, request.claim)
             figures = tx.repo.read_year(claim.patient.id_number, claim.insurance_year)
             computed = settle(claim, resolved.tariff, accumulators_from(figures, claim.insurance_year))
         now = self.ctx.clock()
@@ -192,13 +194,12 @@ class SettlementService:
         def attempt() -> Reply:
             with self.ctx.uow() as tx:
                 repo = tx.repo
-                existing = repo.idempotency_record(hospital_id, key)
-                if existing is not None:
-                    return self._replay(existing, request_hash)
-                claim, resolved = self._claim(repo, hospital_id, request.claim)
+                claim, resolved = self._claim(repo, caller, request.claim)
                 id_number, year = claim.patient.id_number, claim.insurance_year
                 figures = repo.lock_year(id_number, year)
-                existing = repo.idempotency_record(hospital_id, key)  # a concurrent retry may have won the lock
+                # Checked under the person's lock: a concurrent retry of the same key has committed or not yet
+                # begun, so exactly one of them settles.
+                existing = repo.idempotency_record(hospital_id, key)
                 if existing is not None:
                     return self._replay(existing, request_hash)
                 computed = settle(claim, resolved.tariff, accumulators_from(figures, year))
@@ -233,21 +234,20 @@ class SettlementService:
             **settlement_json(computed),
         }
         text = dumps(body)
-        row = Settlement(
-            public_id=public_id, hospital_id=hospital_id, transaction_id=request.transaction_id,
-            id_number=claim.patient.id_number, insurance_year=claim.insurance_year, visit_id=claim.visit.id,
-            visit_type=claim.visit.type, settled_at=claim.visit.settled_at, created_at=now,
-            tariff_version_id=self._tariff_id(repo, resolved), tariff_sha256=computed.tariff.sha256,
-            total_fen=to_fen(dec.total), out_of_catalogue_fen=to_fen(dec.out_of_catalogue),
-            over_price_limit_fen=to_fen(dec.over_price_limit), pre_self_pay_fen=to_fen(dec.pre_self_pay),
-            in_scope_fen=to_fen(dec.in_scope), patient_fen=to_fen(computed.patient_pays),
-            admissions=after.admissions - before.admissions,
-            categories=json.dumps(list(claim.patient.categories)),
-            accumulators_before=dumps(accumulators_json(before)),
-            claim=dumps(request.claim.model_dump(mode="json")), result=text,
-        )
-        repo.add(row)
-        repo.flush()
+        id_number, year = claim.patient.id_number, claim.insurance_year
+        admissions = after.admissions - before.admissions
+        settlement_id = repo.insert_returning_id(SETTLEMENTS, {
+            "public_id": public_id, "hospital_id": hospital_id, "transaction_id": request.transaction_id,
+            "id_number": id_number, "insurance_year": year, "visit_id": claim.visit.id,
+            "visit_type": claim.visit.type, "settled_at": claim.visit.settled_at, "created_at": now,
+            "tariff_version_id": self._tariff_id(repo, resolved), "tariff_sha256": computed.tariff.sha256,
+            "total_fen": to_fen(dec.total), "out_of_catalogue_fen": to_fen(dec.out_of_catalogue),
+            "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
+            "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
+            "admissions": admissions, "categories": json.dumps(list(claim.patient.categories)),
+            "accumulators_before": dumps(accumulators_json(before)),
+            "claim": dumps(request.claim.model_dump(mode="json")), "result": text,
+        })
         movements: dict[str, tuple[int, int, int]] = {}
         for fund in sorted(set(after.paid) | set(after.deductible_used) | set(after.cumulative)):
             moved = (
@@ -257,15 +257,18 @@ class SettlementService:
             )
             if any(moved):
                 movements[fund] = moved
-                repo.add(LedgerEntry(settlement_id=row.id, hospital_id=hospital_id, id_number=row.id_number,
-                                     insurance_year=row.insurance_year, fund=fund, paid_fen=moved[0],
-                                     deductible_fen=moved[1], cumulative_fen=moved[2], created_at=now))
-        repo.move_year(row.id_number, row.insurance_year, row.admissions, movements)
-        repo.add(IdempotencyRecord(hospital_id=hospital_id, key=request.transaction_id, operation="settle",
-                                   request_hash=canonical_hash("settle", request.model_dump(mode="json")),
-                                   status_code=201, response=text, created_at=now))
+        repo.insert_many(LEDGER, [
+            {"settlement_id": settlement_id, "hospital_id": hospital_id, "id_number": id_number,
+             "insurance_year": year, "fund": fund, "paid_fen": paid, "deductible_fen": deductible,
+             "cumulative_fen": cumulative, "created_at": now}
+            for fund, (paid, deductible, cumulative) in movements.items()])
+        repo.move_year(id_number, year, admissions, movements)
+        repo.insert_many(IDEMPOTENCY, [{
+            "hospital_id": hospital_id, "key": request.transaction_id, "operation": "settle",
+            "request_hash": canonical_hash("settle", request.model_dump(mode="json")), "status_code": 201,
+            "response": text, "created_at": now}])
         repo.audit(now, f"hospital:{hospital_id}", "settlement.create", "settlement", public_id, dumps({
-            "transaction_id": request.transaction_id, "person": mask_id_number(row.id_number),
+            "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
             "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
             "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}))
         return Reply(201, text)

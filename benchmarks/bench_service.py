@@ -1,0 +1,184 @@
+"""Service benchmark: settlements per second through the REST API on PostgreSQL, 32 concurrent clients.
+
+Beside it, in the same run and on the same stack, the baseline: a bare endpoint inserting one row in one
+transaction. Prints throughput, p50 and p99 latency of both and the ratio. Targets (issue 3): settle at least
+half the baseline's throughput, p99 under 50 ms.
+
+Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --clients 32 --workers 2]`. It creates and
+drops its own database on the PostgreSQL server named by SETTLEMENT_BENCH_PG (default
+postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import http.client
+import itertools
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("SETTLEMENT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start(factory: str, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--backlog", "2048"],
+        env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/docs", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{factory} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, str], clients: int,
+         seconds: float, warmup: float) -> dict[str, float]:
+    """`clients` threads, each a keep-alive connection sending one request after another (http.client: the
+    cheapest Python client, so that the load generator takes little of the machine's two cores)."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    errors: list[int] = []
+    counter = itertools.count()
+    start_at = time.perf_counter()
+    measure_from = start_at + warmup
+    stop_at = measure_from + seconds
+    encoded = [json.dumps(body, ensure_ascii=False) for body in bodies]
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        mine: list[float] = []
+        while True:
+            if time.perf_counter() >= stop_at:
+                break
+            number = next(counter)
+            text = encoded[number % len(encoded)].replace('"transaction_id": "', f'"transaction_id": "B{number:09d}', 1)
+            sent = time.perf_counter()
+            connection.request("POST", path, body=text.encode("utf-8"),
+                               headers={"Content-Type": "application/json", **headers})
+            response = connection.getresponse()
+            response.read()
+            done = time.perf_counter()
+            if response.status != 201:
+                errors.append(response.status)
+            elif sent >= measure_from and done <= stop_at:
+                mine.append(done - sent)
+        connection.close()
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    count = len(latencies)
+    return {
+        "rps": count / seconds,
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))] if latencies else float("nan"),
+        "errors": len(errors),
+        "count": count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--persons", type=int, default=2000, help="distinct patients the bills are spread over")
+    args = parser.parse_args()
+
+    name = f"settlement_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    data_dir = ROOT / "var" / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"),
+           "SETTLEMENT_SECRET_KEY": "bench", "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20"}
+    try:
+        # Schema, tariffs, one hospital and its key, through the real commands.
+        subprocess.run([sys.executable, "-m", "settlement.cli.main", "db", "upgrade"], env=env, check=True,
+                       capture_output=True)
+        added = subprocess.run([sys.executable, "-m", "settlement.cli.main", "hospitals", "add", "H61100200011",
+                                "商州区人民医院", "--level", "county", "--region", "611002"], env=env, check=True,
+                               capture_output=True, text=True)
+        key = added.stdout.strip().split()[-1]
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
+                "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
+        template = json.loads((ROOT / "examples/requests/settle-dibao-county.json").read_text(encoding="utf-8"))
+        from settlement.domain.idcard import check_character
+
+        bodies = []
+        for index in range(args.persons):
+            body = copy.deepcopy(template)
+            first17 = f"611002{1950 + index % 50}0101{index // 50:03d}"
+            body["claim"]["patient"]["id_number"] = first17 + check_character(first17)
+            bodies.append(body)
+        results = {}
+        for label, factory, path, headers in (
+            ("baseline (bare insert)", "benchmarks.bare_app:create", "/bare", {}),
+            ("settle", "settlement.api.asgi:create", "/v1/settlements", {"Authorization": f"Bearer {key}"}),
+        ):
+            process, url = start(factory, env, args.workers)
+            try:
+                results[label] = load(url, path, bodies, headers, args.clients, args.seconds, args.warmup)
+            finally:
+                stop(process)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured, "
+          f"PostgreSQL, 24-line bills over {args.persons} patients")
+    for label, figures in results.items():
+        print(f"{label:24} {figures['rps']:8.1f} req/s   p50 {figures['p50_ms']:6.1f} ms   "
+              f"p99 {figures['p99_ms']:6.1f} ms   errors {figures['errors']:.0f}")
+    base, settle = results["baseline (bare insert)"], results["settle"]
+    ratio = settle["rps"] / base["rps"]
+    print(f"ratio settle / baseline: {ratio:.2f} (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'}); "
+          f"settle p99 {settle['p99_ms']:.1f} ms (target < 50: {'met' if settle['p99_ms'] < 50 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
