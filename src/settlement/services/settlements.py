@@ -25,7 +25,7 @@ from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settl
 from settlement.db.repositories import Repository, YearFigures
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
-from settlement.domain.errors import SettlementError
+from settlement.domain.errors import ErrorCode, Problem, SettlementError
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_number
 from settlement.domain.settle import Settlement as Computed
@@ -112,6 +112,11 @@ class SettlementService:
         row = repo.tariff_version_by_sha(sha)
         if row is None:
             tariff = resolved.tariff
+            if any(other.region == tariff.ref.region and other.version == tariff.ref.version
+                   for other in repo.tariff_versions()):
+                raise SettlementError([Problem(ErrorCode.TARIFF_INVALID, f"{tariff.ref.region}/{tariff.ref.version}",
+                                               "this version was recorded with other content; versions are never "
+                                               "edited: add a new version file")])
             row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
                                 effective_from=tariff.effective_from, effective_to=tariff.effective_to,
                                 content=resolved.canonical, loaded_at=self.ctx.clock())
