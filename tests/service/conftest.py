@@ -91,8 +91,9 @@ class Service:
 
 
 def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
-    return Settings(database_url=url, tariffs_dir=TARIFFS, secret_key="test-secret", data_dir=tmp, demo=False,
-                    **overrides)
+    fields: dict[str, Any] = {"database_url": url, "tariffs_dir": TARIFFS, "secret_key": "test-secret",
+                              "data_dir": tmp, "demo": False, **overrides}
+    return Settings(**fields)
 
 
 @pytest.fixture
@@ -120,7 +121,8 @@ class LiveServer:
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
 
 def start_server(application: Application) -> LiveServer:
