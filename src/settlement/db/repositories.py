@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,70 @@ AUDIT_LOG = cast(Table, AuditEntry.__table__)
 
 
 @dataclass(frozen=True)
+class Statements:
+    """The hot path's statements, built once per dialect: SQLAlchemy then reuses their compiled form instead of
+    building and hashing a new statement on every request."""
+
+    lock_year: Any
+    funds: Any
+    categories_on: Any
+    answer: Any
+    move_admissions: Any
+    move_funds: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> Statements:
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    years, funds = PERSON_YEARS, FUND_YEARS
+    upsert_funds = dialect_insert(funds)
+    return Statements(
+        lock_year=dialect_insert(years).values(id_number=bindparam("p_id"), year=bindparam("p_year"), admissions=0)
+        .on_conflict_do_update(index_elements=["id_number", "year"], set_={"admissions": years.c.admissions})
+        .returning(years.c.admissions),
+        funds=select(funds.c.fund, funds.c.paid_fen, funds.c.deductible_fen, funds.c.cumulative_fen)
+        .where(funds.c.id_number == bindparam("p_id"), funds.c.year == bindparam("p_year")),
+        categories_on=select(PersonCategory.category, PersonCategory.valid_from, PersonCategory.valid_to)
+        .join(Person, Person.id == PersonCategory.person_id)
+        .where(Person.id_number == bindparam("p_id"), PersonCategory.valid_from <= bindparam("p_day"),
+               or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= bindparam("p_day")))
+        .order_by(PersonCategory.category),
+        answer=select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.status_code,
+                      IdempotencyRecord.response)
+        .where(IdempotencyRecord.hospital_id == bindparam("p_hospital"), IdempotencyRecord.key == bindparam("p_key")),
+        move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
+        .values(admissions=years.c.admissions + bindparam("p_delta")),
+        move_funds=upsert_funds.on_conflict_do_update(
+            index_elements=["id_number", "year", "fund"],
+            set_={name: funds.c[name] + upsert_funds.excluded[name]
+                  for name in ("paid_fen", "deductible_fen", "cumulative_fen")}),
+    )
+
+
+@functools.cache
+def _insert(table: Table) -> Any:
+    return insert(table)
+
+
+@functools.cache
+def _insert_returning_id(table: Table) -> Any:
+    return insert(table).returning(table.c.id)
+
+
+class CategorySpan(NamedTuple):
+    category: str
+    valid_from: date
+    valid_to: date | None
+
+
+class StoredAnswer(NamedTuple):
+    key: str
+    request_hash: str
+    status_code: int
+    response: str
+
+
+@dataclass(frozen=True)
 class YearFigures:
     """A person's locked year-to-date figures, in fen."""
 
@@ -44,6 +109,10 @@ class Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.dialect = session.get_bind().dialect.name
+
+    def _core(self, statement: Any, parameters: Any = None) -> Any:
+        """Core statements go straight to the session's connection: the ORM layer adds nothing for them."""
+        return self.session.connection().execute(statement, parameters)
 
     def add(self, row: Any) -> None:
         self.session.add(row)
@@ -70,15 +139,9 @@ class Repository:
     def person(self, id_number: str) -> Person | None:
         return self.session.scalar(select(Person).where(Person.id_number == id_number))
 
-    def categories_on(self, id_number: str, day: date) -> list[PersonCategory]:
-        query = (
-            select(PersonCategory)
-            .join(Person, Person.id == PersonCategory.person_id)
-            .where(Person.id_number == id_number, PersonCategory.valid_from <= day,
-                   or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= day))
-            .order_by(PersonCategory.category)
-        )
-        return list(self.session.scalars(query))
+    def categories_on(self, id_number: str, day: date) -> list[CategorySpan]:
+        rows = self._core(_statements(self.dialect).categories_on, {"p_id": id_number, "p_day": day})
+        return [CategorySpan(*row) for row in rows]
 
     def category_row(self, person_id: int, category: str, valid_from: date) -> PersonCategory | None:
         return self.session.scalar(select(PersonCategory).where(
@@ -105,65 +168,50 @@ class Repository:
 
         Every settlement and reversal of one person and year takes this row lock first, so they run one after
         the other across hospitals and processes; on SQLite the whole database is already held by BEGIN
-        IMMEDIATE. The upsert with a no-op update takes the lock and reads the row in one round trip.
+        IMMEDIATE. The upsert with a no-op update takes the lock and reads the row in one round trip. The
+        funds are read by a second statement, whose snapshot is taken after the lock was granted.
         """
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        table = PERSON_YEARS
-        upsert = dialect_insert(table).values(id_number=id_number, year=year, admissions=0).on_conflict_do_update(
-            index_elements=["id_number", "year"], set_={"admissions": table.c.admissions})
-        admissions: int = self.session.execute(upsert.returning(table.c.admissions)).scalar_one()
+        statements = _statements(self.dialect)
+        admissions: int = self._core(statements.lock_year, {"p_id": id_number, "p_year": year}).scalar_one()
         return YearFigures(admissions, self._funds(id_number, year))
 
     def _funds(self, id_number: str, year: int) -> dict[str, tuple[int, int, int]]:
-        table = FUND_YEARS
-        rows = self.session.execute(
-            select(table.c.fund, table.c.paid_fen, table.c.deductible_fen, table.c.cumulative_fen)
-            .where(table.c.id_number == id_number, table.c.year == year))
+        rows = self._core(_statements(self.dialect).funds, {"p_id": id_number, "p_year": year})
         return {fund: (paid, deductible, cumulative) for fund, paid, deductible, cumulative in rows}
 
     def read_year(self, id_number: str, year: int) -> YearFigures:
         """The figures without a lock, for displays (eligibility) and quotes."""
         table = PERSON_YEARS
-        admissions = self.session.execute(select(table.c.admissions).where(
+        admissions = self._core(select(table.c.admissions).where(
             table.c.id_number == id_number, table.c.year == year)).scalar()
         return YearFigures(admissions or 0, self._funds(id_number, year))
 
     def move_year(self, id_number: str, year: int, admissions: int,
                   funds: dict[str, tuple[int, int, int]]) -> None:
         """Add movements (positive for a settlement, negative for a reversal) to a year locked by lock_year."""
-        person_years = PERSON_YEARS
+        statements = _statements(self.dialect)
         if admissions:
-            self.session.execute(update(person_years).where(
-                person_years.c.id_number == id_number, person_years.c.year == year
-            ).values(admissions=person_years.c.admissions + admissions))
-        if not funds:
-            return
-        table = FUND_YEARS
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(table)
-        statement = statement.on_conflict_do_update(
-            index_elements=["id_number", "year", "fund"],
-            set_={name: table.c[name] + statement.excluded[name]
-                  for name in ("paid_fen", "deductible_fen", "cumulative_fen")})
-        self.session.execute(statement, [
-            {"id_number": id_number, "year": year, "fund": fund, "paid_fen": paid, "deductible_fen": deductible,
-             "cumulative_fen": cumulative}
-            for fund, (paid, deductible, cumulative) in funds.items()])
+            self._core(statements.move_admissions, {"p_id": id_number, "p_year": year, "p_delta": admissions})
+        if funds:
+            self._core(statements.move_funds, [
+                {"id_number": id_number, "year": year, "fund": fund, "paid_fen": paid,
+                 "deductible_fen": deductible, "cumulative_fen": cumulative}
+                for fund, (paid, deductible, cumulative) in funds.items()])
 
-    def insert_returning_id(self, table: Any, values: dict[str, Any]) -> int:
+    def insert_returning_id(self, table: Table, values: dict[str, Any]) -> int:
         """One INSERT ... RETURNING id: the write path avoids the ORM's per-object bookkeeping."""
-        new_id: int = self.session.execute(insert(table).values(**values).returning(table.c.id)).scalar_one()
+        new_id: int = self._core(_insert_returning_id(table), values).scalar_one()
         return new_id
 
-    def insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
+    def insert_many(self, table: Table, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.session.execute(insert(table), rows)
+            self._core(_insert(table), rows)
 
     # Idempotency
 
-    def idempotency_record(self, hospital_id: int, key: str) -> IdempotencyRecord | None:
-        return self.session.scalar(select(IdempotencyRecord).where(IdempotencyRecord.hospital_id == hospital_id,
-                                                                   IdempotencyRecord.key == key))
+    def idempotency_record(self, hospital_id: int, key: str) -> StoredAnswer | None:
+        row = self._core(_statements(self.dialect).answer, {"p_hospital": hospital_id, "p_key": key}).first()
+        return StoredAnswer(*row) if row is not None else None
 
     # Settlements
 
@@ -209,5 +257,5 @@ class Repository:
     # Audit
 
     def audit(self, at: datetime, actor: str, action: str, entity: str, entity_id: str, details: str) -> None:
-        self.session.execute(insert(AUDIT_LOG).values(at=at, actor=actor, action=action, entity=entity,
-                                                      entity_id=entity_id, details=details))
+        self._core(_insert(AUDIT_LOG), {"at": at, "actor": actor, "action": action, "entity": entity,
+                                        "entity_id": entity_id, "details": details})

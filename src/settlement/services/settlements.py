@@ -22,7 +22,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement, TariffVersion
-from settlement.db.repositories import Repository, YearFigures
+from settlement.db.repositories import Repository, StoredAnswer, YearFigures
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import ErrorCode, Problem, SettlementError
@@ -99,7 +99,7 @@ class SettlementService:
         # Categories come from the roster on the settlement date, never from the hospital.
         settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
             if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
-        categories = tuple(row.category for row in repo.categories_on(claim_in.patient.id_number, settled_on))
+        categories = tuple(span.category for span in repo.categories_on(claim_in.patient.id_number, settled_on))
         claim = claim_in.build(claim_in.patient, categories)
         resolved = self.ctx.tariffs.resolve(claim.patient.region, claim.tariff_date)
         return claim, resolved
@@ -148,7 +148,7 @@ class SettlementService:
                                        "the person's record is busy; retry with the same key") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _replay(self, record: IdempotencyRecord, request_hash: str) -> Reply:
+    def _replay(self, record: StoredAnswer, request_hash: str) -> Reply:
         if record.request_hash != request_hash:
             raise ServiceError(ServiceCode.IDEMPOTENCY_KEY_REUSED,
                                f"transaction id {record.key!r} was already used for a different request; "
@@ -194,7 +194,8 @@ class SettlementService:
     def settle(self, caller: Caller, request: SettleRequest) -> Reply:
         hospital_id = self._hospital_id(caller)
         key = request.transaction_id
-        request_hash = canonical_hash("settle", request.model_dump(mode="json"))
+        dumped = request.model_dump(mode="json")
+        request_hash = canonical_hash("settle", dumped)
 
         def attempt() -> Reply:
             with self.ctx.uow() as tx:
@@ -213,7 +214,8 @@ class SettlementService:
                     quoted = quotes.verify(request.quote_id, self.ctx.secret)
                     quotes.compare(quoted, self._basis(hospital_id, request.claim, computed, figures,
                                                        quoted.expires_at), int(now.timestamp()))
-                reply = self._record(repo, hospital_id, request, claim, resolved, computed, figures, now)
+                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, resolved,
+                                     computed, now)
                 tx.commit()
                 return reply
 
@@ -224,8 +226,9 @@ class SettlementService:
                 raise
             return self._keep_failure(hospital_id, key, "settle", request_hash, error)
 
-    def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim: Claim,
-                resolved: ResolvedTariff, computed: Computed, figures: YearFigures, now: datetime) -> Reply:
+    def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim_json: Any,
+                request_hash: str, claim: Claim, resolved: ResolvedTariff, computed: Computed,
+                now: datetime) -> Reply:
         dec = computed.decomposition
         before, after = computed.accumulators_before, computed.accumulators_after
         public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{secrets.token_hex(6).upper()}"
@@ -251,7 +254,7 @@ class SettlementService:
             "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
             "admissions": admissions, "categories": json.dumps(list(claim.patient.categories)),
             "accumulators_before": dumps(accumulators_json(before)),
-            "claim": dumps(request.claim.model_dump(mode="json")), "result": text,
+            "claim": dumps(claim_json), "result": text,
         })
         movements: dict[str, tuple[int, int, int]] = {}
         for fund in sorted(set(after.paid) | set(after.deductible_used) | set(after.cumulative)):
@@ -270,7 +273,7 @@ class SettlementService:
         repo.move_year(id_number, year, admissions, movements)
         repo.insert_many(IDEMPOTENCY, [{
             "hospital_id": hospital_id, "key": request.transaction_id, "operation": "settle",
-            "request_hash": canonical_hash("settle", request.model_dump(mode="json")), "status_code": 201,
+            "request_hash": request_hash, "status_code": 201,
             "response": text, "created_at": now}])
         repo.audit(now, f"hospital:{hospital_id}", "settlement.create", "settlement", public_id, dumps({
             "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
@@ -386,7 +389,7 @@ class SettlementService:
         with self.ctx.uow() as tx:
             person = tx.repo.person(id_number)
             scheme, region = (person.scheme, person.region) if person else (None, None)
-            categories = [(c.category, c.valid_from, c.valid_to) for c in tx.repo.categories_on(id_number, day)]
+            categories = tx.repo.categories_on(id_number, day)
             figures = tx.repo.read_year(id_number, day.year)
         names: dict[str, str] = {}
         for region in self.ctx.tariffs.regions():
