@@ -92,10 +92,12 @@ def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, s
             connection.request("POST", path, body=text.encode("utf-8"),
                                headers={"Content-Type": "application/json", **headers})
             response = connection.getresponse()
-            response.read()
+            payload = response.read()
             done = time.perf_counter()
             if response.status != 201:
                 errors.append(response.status)
+                if len(errors) <= 3:
+                    print(f"  unexpected {response.status}: {payload[:300]!r}", file=sys.stderr)
             elif sent >= measure_from and done <= stop_at:
                 mine.append(done - sent)
         connection.close()

@@ -110,13 +110,17 @@ class SettlementService:
         if known is not None:
             return known
         row = repo.tariff_version_by_sha(sha)
+        tariff = resolved.tariff
         if row is None:
-            tariff = resolved.tariff
-            if any(other.region == tariff.ref.region and other.version == tariff.ref.version
-                   for other in repo.tariff_versions()):
+            # Another worker may have recorded it since the lookup above: same name and same hash is the same
+            # version; same name and another hash is an edited version, which is refused.
+            row = next((other for other in repo.tariff_versions()
+                        if other.region == tariff.ref.region and other.version == tariff.ref.version), None)
+            if row is not None and row.sha256 != sha:
                 raise SettlementError([Problem(ErrorCode.TARIFF_INVALID, f"{tariff.ref.region}/{tariff.ref.version}",
                                                "this version was recorded with other content; versions are never "
                                                "edited: add a new version file")])
+        if row is None:
             row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
                                 effective_from=tariff.effective_from, effective_to=tariff.effective_to,
                                 content=resolved.canonical, loaded_at=self.ctx.clock())
