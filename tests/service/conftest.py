@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,12 @@ def live(service: Service) -> Iterator[LiveServer]:
     running.thread.join(timeout=10)
 
 
-def new_id_number(region: str = "611002", birth: str = "19700101") -> str:
+def new_id_number(region: str = "611002", birth: str | None = None) -> str:
+    """A valid, unused-looking ID number: tests share one PostgreSQL database per run, so persons must not
+    collide (a random birth date and sequence give some 24 million of them)."""
+    if birth is None:
+        day = date(1940, 1, 1) + timedelta(days=secrets.randbelow(365 * 65))
+        birth = f"{day:%Y%m%d}"
     body = f"{region}{birth}{secrets.randbelow(1000):03d}"
     return body + check_character(body)
 

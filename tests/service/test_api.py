@@ -355,7 +355,10 @@ def test_quote_refused_when_the_tariff_changed(service: Service, live: LiveServe
     version = changed / "611000" / "2024-01-01.yaml"
     source = version.read_text(encoding="utf-8")
     assert source.count('county: "0.75"') == 1
-    version.write_text(source.replace('county: "0.75"', 'county: "0.80"'), encoding="utf-8")
+    # A new version (a new name: versions are never edited) in force on the same dates, with another rate.
+    assert source.count('version: "2024-01-01"') == 1
+    version.write_text(source.replace('county: "0.75"', 'county: "0.80"')
+                       .replace('version: "2024-01-01"', 'version: "2024-01-01-rev2"'), encoding="utf-8")
     with live.client(key) as client:
         quoted = quote(client, claim)
     settings = Settings(database_url=service.app.settings.database_url, tariffs_dir=changed,
@@ -380,7 +383,7 @@ def test_quote_refused_when_the_tariff_changed(service: Service, live: LiveServe
 
 def test_categories_come_from_the_roster_on_the_settlement_date(service: Service, live: LiveServer) -> None:
     code, key = service.hospital()
-    june, july = new_id_number(birth="19600101"), new_id_number(birth="19600102")
+    june, july = new_id_number(), new_id_number()
     rows = []
     for person in (june, july):
         rows += [(person, "dibao_rural_b", "2022-01-01", "2024-06-30"), (person, "low_income", "2024-07-01", "")]

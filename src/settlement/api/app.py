@@ -90,7 +90,10 @@ def create_app(application: Application) -> FastAPI:
     @app.exception_handler(Exception)
     async def _bug(_: Request, error: Exception) -> JSONResponse:
         # A 500 is a bug. Only the exception's type is logged: messages may carry personal data.
-        log.error("unexpected %s while handling a request", type(error).__name__)
+        diagnostics = getattr(getattr(error, "orig", None), "diag", None)
+        constraint = getattr(diagnostics, "constraint_name", None)  # a name, never a value: safe to log
+        log.error("unexpected %s while handling a request%s", type(error).__name__,
+                  f" (constraint {constraint})" if constraint else "")
         body = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
                 "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
         return JSONResponse(body, status_code=500, media_type=PROBLEM)

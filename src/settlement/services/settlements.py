@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -46,6 +46,9 @@ LEDGER = cast(Table, LedgerEntry.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
 T = TypeVar("T")
 RETRIES = 3
+# Public ids need to be unique, not secret (another hospital's id answers 404): a generator seeded once from the
+# system's entropy is enough, and far cheaper than reading os.urandom on every settlement.
+_IDS = random.Random()  # noqa: S311
 
 
 @dataclass(frozen=True)
@@ -104,30 +107,53 @@ class SettlementService:
         resolved = self.ctx.tariffs.resolve(claim.patient.region, claim.tariff_date)
         return claim, resolved
 
-    def _tariff_id(self, repo: Repository, resolved: ResolvedTariff) -> int:
+    def _tariff_id_for(self, claim_in: ServiceClaimIn) -> int | None:
+        """The tariff version row for the claim, or None when no tariff applies (the claim then fails with a
+        stable code when it is built)."""
+        settled_at = claim_in.visit.settled_at
+        day = settled_at.astimezone(SHANGHAI).date() if settled_at.tzinfo else claim_in.visit.discharge_date
+        try:
+            resolved = self.ctx.tariffs.resolve(claim_in.patient.region, day)
+        except SettlementError:
+            return None
+        return self._tariff_id(resolved)
+
+    def _tariff_id(self, resolved: ResolvedTariff) -> int:
+        """The id of the tariff version's row, recorded in a transaction of its own on first use.
+
+        Only committed ids are cached: a settlement never refers to a version row that might yet roll back.
+        """
         sha = resolved.tariff.ref.sha256
         known = self.ctx.tariff_ids.get(sha)
         if known is not None:
             return known
-        row = repo.tariff_version_by_sha(sha)
         tariff = resolved.tariff
-        if row is None:
-            # Another worker may have recorded it since the lookup above: same name and same hash is the same
-            # version; same name and another hash is an edited version, which is refused.
-            row = next((other for other in repo.tariff_versions()
-                        if other.region == tariff.ref.region and other.version == tariff.ref.version), None)
-            if row is not None and row.sha256 != sha:
-                raise SettlementError([Problem(ErrorCode.TARIFF_INVALID, f"{tariff.ref.region}/{tariff.ref.version}",
-                                               "this version was recorded with other content; versions are never "
-                                               "edited: add a new version file")])
-        if row is None:
-            row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
-                                effective_from=tariff.effective_from, effective_to=tariff.effective_to,
-                                content=resolved.canonical, loaded_at=self.ctx.clock())
-            repo.add(row)
-            repo.flush()
-        self.ctx.tariff_ids[sha] = row.id
-        return row.id
+
+        def record() -> int:
+            with self.ctx.uow() as tx:
+                row = tx.repo.tariff_version_by_sha(sha)
+                if row is None:
+                    # Same name and same hash (recorded since the lookup above) is the same version; same name
+                    # and another hash is an edited version, which is refused.
+                    row = next((other for other in tx.repo.tariff_versions()
+                                if other.region == tariff.ref.region and other.version == tariff.ref.version), None)
+                    if row is not None and row.sha256 != sha:
+                        raise SettlementError([Problem(
+                            ErrorCode.TARIFF_INVALID, f"{tariff.ref.region}/{tariff.ref.version}",
+                            "this version was recorded with other content; versions are never edited: add a new "
+                            "version file")])
+                if row is None:
+                    row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
+                                        effective_from=tariff.effective_from, effective_to=tariff.effective_to,
+                                        content=resolved.canonical, loaded_at=self.ctx.clock())
+                    tx.repo.add(row)
+                    tx.repo.flush()
+                    tx.commit()
+                return row.id
+
+        row_id = self._with_retries(record)  # a worker that loses the insert race reads the winner's row
+        self.ctx.tariff_ids[sha] = row_id
+        return row_id
 
     def _basis(self, hospital_id: int, claim_in: ServiceClaimIn, computed: Computed,
                figures: YearFigures, expires_at: int) -> quotes.QuoteBasis:
@@ -142,7 +168,10 @@ class SettlementService:
         for attempt in range(RETRIES):
             try:
                 return work()
-            except IntegrityError:
+            except IntegrityError as error:
+                constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+                log.warning("a concurrent transaction won a race (attempt %d, constraint %s)", attempt + 1,
+                            constraint)
                 if attempt == RETRIES - 1:
                     raise
             except OperationalError as error:
@@ -202,9 +231,13 @@ class SettlementService:
         request_hash = canonical_hash("settle", dumped)
 
         def attempt() -> Reply:
+            # The tariff version's row is found (or recorded) before the settlement's transaction begins: on
+            # SQLite a second write transaction inside it would wait for itself.
+            tariff_id = self._tariff_id_for(request.claim)
             with self.ctx.uow() as tx:
                 repo = tx.repo
-                claim, resolved = self._claim(repo, caller, request.claim)
+                claim, resolved = self._claim(repo, caller, request.claim)  # raises what made tariff_id None
+                assert tariff_id is not None
                 id_number, year = claim.patient.id_number, claim.insurance_year
                 figures = repo.lock_year(id_number, year)
                 # Checked under the person's lock: a concurrent retry of the same key has committed or not yet
@@ -218,7 +251,7 @@ class SettlementService:
                     quoted = quotes.verify(request.quote_id, self.ctx.secret)
                     quotes.compare(quoted, self._basis(hospital_id, request.claim, computed, figures,
                                                        quoted.expires_at), int(now.timestamp()))
-                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, resolved,
+                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, tariff_id,
                                      computed, now)
                 tx.commit()
                 return reply
@@ -231,11 +264,10 @@ class SettlementService:
             return self._keep_failure(hospital_id, key, "settle", request_hash, error)
 
     def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim_json: Any,
-                request_hash: str, claim: Claim, resolved: ResolvedTariff, computed: Computed,
-                now: datetime) -> Reply:
+                request_hash: str, claim: Claim, tariff_id: int, computed: Computed, now: datetime) -> Reply:
         dec = computed.decomposition
         before, after = computed.accumulators_before, computed.accumulators_after
-        public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{secrets.token_hex(6).upper()}"
+        public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{_IDS.getrandbits(48):012X}"
         body: dict[str, Any] = {
             "settlement_id": public_id,
             "transaction_id": request.transaction_id,
@@ -252,7 +284,7 @@ class SettlementService:
             "public_id": public_id, "hospital_id": hospital_id, "transaction_id": request.transaction_id,
             "id_number": id_number, "insurance_year": year, "visit_id": claim.visit.id,
             "visit_type": claim.visit.type, "settled_at": claim.visit.settled_at, "created_at": now,
-            "tariff_version_id": self._tariff_id(repo, resolved), "tariff_sha256": computed.tariff.sha256,
+            "tariff_version_id": tariff_id, "tariff_sha256": computed.tariff.sha256,
             "total_fen": to_fen(dec.total), "out_of_catalogue_fen": to_fen(dec.out_of_catalogue),
             "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
             "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
@@ -309,7 +341,7 @@ class SettlementService:
                     raise ServiceError(ServiceCode.SETTLEMENT_ALREADY_REVERSED,
                                        f"settlement {settlement_id} was already reversed by {done.public_id}")
                 now = self.ctx.clock()
-                reversal = Reversal(public_id=f"RV{now.astimezone(SHANGHAI):%Y%m%d}{secrets.token_hex(6).upper()}",
+                reversal = Reversal(public_id=f"RV{now.astimezone(SHANGHAI):%Y%m%d}{_IDS.getrandbits(48):012X}",
                                     settlement_id=original.id, hospital_id=hospital_id, transaction_id=key,
                                     admissions=-original.admissions, reason=request.reason, created_at=now)
                 repo.add(reversal)
