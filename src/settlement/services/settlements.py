@@ -207,6 +207,16 @@ class SettlementService:
 
         return self._with_retries(record)
 
+    def _idempotent(self, attempt: Callable[[], Reply], hospital_id: int, key: str, operation: str,
+                    request_hash: str) -> Reply:
+        """Run a keyed operation; a business failure is kept under its key so that a retry gets the same answer."""
+        try:
+            return self._with_retries(attempt)
+        except (SettlementError, ServiceError) as error:
+            if not is_kept(str(error.code)):
+                raise
+            return self._keep_failure(hospital_id, key, operation, request_hash, error)
+
     # Use cases
 
     def quote(self, caller: Caller, request: QuoteRequest) -> dict[str, Any]:
@@ -256,12 +266,7 @@ class SettlementService:
                 tx.commit()
                 return reply
 
-        try:
-            return self._with_retries(attempt)
-        except (SettlementError, ServiceError) as error:
-            if not is_kept(str(error.code)):
-                raise
-            return self._keep_failure(hospital_id, key, "settle", request_hash, error)
+        return self._idempotent(attempt, hospital_id, key, "settle", request_hash)
 
     def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim_json: Any,
                 request_hash: str, claim: Claim, tariff_id: int, computed: Computed, now: datetime) -> Reply:
@@ -373,12 +378,7 @@ class SettlementService:
                 tx.commit()
                 return Reply(201, text)
 
-        try:
-            return self._with_retries(attempt)
-        except (SettlementError, ServiceError) as error:
-            if not is_kept(str(error.code)):
-                raise
-            return self._keep_failure(hospital_id, key, "reverse", request_hash, error)
+        return self._idempotent(attempt, hospital_id, key, "reverse", request_hash)
 
     def get(self, caller: Caller, settlement_id: str) -> dict[str, Any]:
         own = caller.hospital_id if caller.kind == "hospital" else None
