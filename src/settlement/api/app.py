@@ -147,7 +147,7 @@ def create_app(application: Application) -> FastAPI:
         who: Auth,
         start: Annotated[date, Query(alias="from", description="first day (Asia/Shanghai), inclusive")],
         end: Annotated[date, Query(alias="to", description="last day (Asia/Shanghai), inclusive")],
-        cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+        cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         hospital: Annotated[str | None, Query(max_length=32, description="finance and admin only")] = None,
     ) -> dict[str, Any]:
