@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ RETRIES = 3
 # Public ids need to be unique, not secret (another hospital's id answers 404): a generator seeded once from the
 # system's entropy is enough, and far cheaper than reading os.urandom on every settlement.
 _IDS = random.Random()  # noqa: S311
+os.register_at_fork(after_in_child=_IDS.seed)  # forked workers must not draw the same sequence
 
 
 @dataclass(frozen=True)
