@@ -106,6 +106,17 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     application.engine.dispose()
 
 
+@pytest.fixture
+def cli_env(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """The command line pointed at the test's database."""
+    monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
+    monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
+    monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
+    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
+    monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+    return service
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

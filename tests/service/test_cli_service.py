@@ -24,17 +24,6 @@ KEY = re.compile(r"stl_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_env(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
-    """The command line pointed at the test's database."""
-    monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
-    monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
-    monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
-    monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
-    return service
-
-
 def printed_key(output: str) -> str:
     keys = KEY.findall(output)
     assert len(keys) == 1, output

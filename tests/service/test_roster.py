@@ -12,7 +12,6 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from settlement.cli.main import app as cli
-from tests.factories import TARIFFS
 from tests.service.conftest import LiveServer, Service, new_id_number
 
 HEADER = "id_number,name,scheme,region,category,valid_from,valid_to\n"
@@ -165,12 +164,8 @@ def test_gbk_and_rare_characters(service: Service, live: LiveServer) -> None:
     assert categories_of(service, gbk_person) == [("tekun_dispersed", "2020-07-01", None)]
 
 
-def test_roster_import_command(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
-    monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
-    monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
-    monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+def test_roster_import_command(cli_env: Service, tmp_path: Path) -> None:
+    service = cli_env
     text_csv, (good_a, good_b), bad = mixed_roster()
     file = tmp_path / "民政名单.csv"
     file.write_bytes(text_csv.encode("gbk"))
