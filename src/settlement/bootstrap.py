@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -18,7 +19,9 @@ from settlement.services import admin
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.roster import import_roster
+from settlement.services.soap_access import bind_dialects, cipher_for, issue_password, new_credentials_key
 from settlement.services.uow import UnitOfWorkFactory
+from settlement.soap.dialects import Registry, load_registry
 from settlement.tariffstore import load_store
 
 log = logging.getLogger("settlement")
@@ -35,6 +38,8 @@ class Application:
     settings: Settings
     engine: Engine
     context: Context
+    dialects: Registry
+    cipher: Fernet
 
 
 def secret_key(settings: Settings) -> bytes:
@@ -46,6 +51,17 @@ def secret_key(settings: Settings) -> bytes:
         path.write_text(secrets.token_urlsafe(48), encoding="ascii")
         path.chmod(0o600)
     return path.read_text(encoding="ascii").strip().encode("ascii")
+
+
+def credentials_cipher(settings: Settings) -> Fernet:
+    if settings.credentials_key:
+        return cipher_for(settings.credentials_key)
+    path = settings.data_dir / "credentials.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_credentials_key(), encoding="ascii")
+        path.chmod(0o600)
+    return cipher_for(path.read_text(encoding="ascii").strip())
 
 
 def build(settings: Settings, *, migrate: bool = True) -> Application:
@@ -61,7 +77,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,
     )
-    return Application(settings, engine, context)
+    return Application(settings, engine, context, load_registry(settings.adapters_dir), credentials_cipher(settings))
 
 
 SYSTEM = Caller(0, "admin", "system", None)
@@ -85,9 +101,11 @@ def prepare(app: Application) -> list[str]:
         admin_key = admin.add_staff(app.context, "admin", "demo-admin", "system")
         finance_key = admin.add_staff(app.context, "finance", "demo-finance", "system")
         report = import_roster(app.context, SYSTEM, DEMO_ROSTER.name, DEMO_ROSTER.read_bytes())
+        bind_dialects(app.context, code, sorted(app.dialects.dialects), set(app.dialects.dialects), "system")
+        soap_password = issue_password(app.context, app.cipher, code, "system")
         keys_file.parent.mkdir(parents=True, exist_ok=True)
-        keys_file.write_text(f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n",
-                             encoding="utf-8")
+        keys_file.write_text(f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n"
+                             f"soap {code} {soap_password}\n", encoding="utf-8")
         keys_file.chmod(0o600)
         lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
     if keys_file.exists():

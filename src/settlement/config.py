@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from settlement.paths import default_tariffs_dir
+from settlement.paths import default_adapters_dir, default_tariffs_dir
 
 
 class Settings(BaseSettings):
@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     demo: bool = False
     db_pool_size: int = 20
     lock_timeout_ms: int = 5000  # waiting for one person's accumulators longer than this answers 503
+    # SOAP: the hospital dialects, the body limits, and the WS-Security window (created time and nonce memory).
+    adapters_dir: Path = Field(default_factory=default_adapters_dir)
+    soap_max_body_bytes: int = 1024 * 1024  # before and after inflating a compressed body
+    soap_max_depth: int = 48
+    wsse_window_seconds: int = 300
+    # Encrypts hospitals' WS-Security passwords (a Fernet key). When empty, one is generated on first start and
+    # kept in data_dir/credentials.key; keep that file (or this setting) apart from database backups.
+    credentials_key: str = ""
 
     @property
     def is_sqlite(self) -> bool:

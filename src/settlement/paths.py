@@ -15,3 +15,9 @@ def default_tariffs_dir() -> Path:
         return Path(configured)
     local = Path.cwd() / "tariffs"
     return local if local.is_dir() else _REPO / "tariffs"
+
+
+def default_adapters_dir() -> Path:
+    """./adapters when it holds dialects, else the adapters/ folder of the source checkout."""
+    local = Path.cwd() / "adapters"
+    return local if any(local.glob("*/manifest.yaml")) else _REPO / "adapters"

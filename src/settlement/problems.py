@@ -27,6 +27,22 @@ STATUS: dict[str, int] = {
     ServiceCode.QUOTE_CATEGORIES_CHANGED: 409,
     ServiceCode.ROSTER_INVALID: 422,
     ServiceCode.DATABASE_BUSY: 503,
+    ServiceCode.TRANSACTION_CANCELLED: 409,
+    ServiceCode.XML_MALFORMED: 400,
+    ServiceCode.XML_FORBIDDEN: 400,
+    ServiceCode.XML_TOO_LARGE: 413,
+    ServiceCode.XML_TOO_DEEP: 400,
+    ServiceCode.ENCODING_INVALID: 400,
+    ServiceCode.ENCODING_MISMATCH: 400,
+    ServiceCode.ENCODING_UNSUPPORTED: 415,
+    ServiceCode.SOAP_INVALID: 400,
+    ServiceCode.SOAP_VERSION_MISMATCH: 400,
+    ServiceCode.DIALECT_UNKNOWN: 400,
+    ServiceCode.DIALECT_NOT_BOUND: 403,
+    ServiceCode.OPERATION_UNKNOWN: 400,
+    ServiceCode.MESSAGE_INVALID: 422,
+    ServiceCode.AUTH_EXPIRED: 401,
+    ServiceCode.AUTH_NONCE_REPLAYED: 401,
     ErrorCode.TARIFF_NOT_FOUND: 422,
     ErrorCode.CATALOGUE_UNKNOWN_ITEM: 422,
     ErrorCode.TARIFF_INVALID: 500,
@@ -37,6 +53,7 @@ STATUS: dict[str, int] = {
 }
 
 TITLES: dict[int, str] = {
+    400: "Bad request", 413: "Body too large", 415: "Unsupported encoding",
     401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Unprocessable request",
     500: "Internal error", 503: "Busy, retry with the same key",
 }

@@ -20,7 +20,8 @@ from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.roster import import_roster
 from settlement.services.settlements import Reply, SettlementService
-from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
+from settlement.soap.endpoint import add_soap_routes
+from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
 from settlement.wire.responses import (
     EligibilityOut,
     EligibilityRequest,
@@ -114,6 +115,8 @@ def create_app(application: Application) -> FastAPI:
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
 
+    app.state.soap = add_soap_routes(app, application)
+
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -161,6 +164,12 @@ def create_app(application: Application) -> FastAPI:
     def reverse(settlement_id: str, request: ReverseRequest, who: Auth) -> Response:
         """Reverse a settlement in full: negative linked entries; year-to-date figures restored. Once only."""
         return replied(service.reverse(who, settlement_id, request))
+
+    @app.post("/v1/cancellations", tags=["cashier"], status_code=201, responses=ERRORS)
+    def cancel(request: CancelRequest, who: Auth) -> Response:
+        """Reverse whatever a call you never heard back from did, by its transaction id (the national 2601): a
+        settlement made under it is reversed; if nothing was, the id is refused from now on."""
+        return replied(service.cancel(who, request))
 
     @app.post("/v1/admin/roster", tags=["admin"], response_model=RosterReportOut, responses=ERRORS)
     def roster(file: UploadFile, who: Auth) -> dict[str, Any]:

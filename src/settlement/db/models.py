@@ -244,4 +244,56 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text)  # JSON, personal data masked
 
 
-APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log")
+class SoapCredential(Base):
+    """A hospital's WS-Security password. Checking a digest needs the password itself, so it is kept encrypted
+    (Fernet, with the service's credentials key), never hashed; see the README."""
+
+    __tablename__ = "soap_credentials"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"), index=True)
+    username: Mapped[str] = mapped_column(String(32), index=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class HospitalDialect(Base):
+    """Which SOAP dialects a hospital may speak."""
+
+    __tablename__ = "hospital_dialects"
+    __table_args__ = (UniqueConstraint("hospital_id", "dialect"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    dialect: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WsseNonce(Base):
+    """Nonces seen within the WS-Security window: a nonce is accepted once. Rows older than the window are
+    purged, so this table is not append-only."""
+
+    __tablename__ = "wsse_nonces"
+    hospital_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class SoapExchange(Base):
+    """Every SOAP envelope in and out, personal data masked, linked to the settlement it made or read."""
+
+    __tablename__ = "soap_exchanges"
+    __table_args__ = (Index("ix_soap_exchanges_hospital_message", "hospital_id", "message_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    dialect: Mapped[str] = mapped_column(String(32))
+    operation: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(32))  # the dialect's operation or trade code
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    settlement_id: Mapped[str | None] = mapped_column(String(32), index=True)  # public id
+    outcome: Mapped[str] = mapped_column(String(64))  # ok | replayed | the error code
+    request: Mapped[str] = mapped_column(Text)
+    reply: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log", "soap_exchanges")

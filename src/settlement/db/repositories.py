@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from settlement.db.models import (
     AuditEntry,
     FundYear,
     Hospital,
+    HospitalDialect,
     IdempotencyRecord,
     LedgerEntry,
     Person,
@@ -25,12 +26,17 @@ from settlement.db.models import (
     Reversal,
     RosterImport,
     Settlement,
+    SoapCredential,
+    SoapExchange,
     TariffVersion,
+    WsseNonce,
 )
 
 PERSON_YEARS = cast(Table, PersonYear.__table__)
 FUND_YEARS = cast(Table, FundYear.__table__)
 AUDIT_LOG = cast(Table, AuditEntry.__table__)
+NONCES = cast(Table, WsseNonce.__table__)
+EXCHANGES = cast(Table, SoapExchange.__table__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ def _statements(dialect: str) -> Statements:
                or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= bindparam("p_day")))
         .order_by(PersonCategory.category),
         answer=select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.status_code,
-                      IdempotencyRecord.response)
+                      IdempotencyRecord.response, IdempotencyRecord.operation)
         .where(IdempotencyRecord.hospital_id == bindparam("p_hospital"), IdempotencyRecord.key == bindparam("p_key")),
         move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
         .values(admissions=years.c.admissions + bindparam("p_delta")),
@@ -95,6 +101,7 @@ class StoredAnswer(NamedTuple):
     request_hash: str
     status_code: int
     response: str
+    operation: str
 
 
 @dataclass(frozen=True)
@@ -259,3 +266,46 @@ class Repository:
     def audit(self, at: datetime, actor: str, action: str, entity: str, entity_id: str, details: str) -> None:
         self._core(_insert(AUDIT_LOG), {"at": at, "actor": actor, "action": action, "entity": entity,
                                         "entity_id": entity_id, "details": details})
+
+    # SOAP access: WS-Security credentials, dialect bindings, nonces and the envelope log
+
+    def soap_credential(self, username: str) -> tuple[SoapCredential, Hospital] | None:
+        row = self.session.execute(
+            select(SoapCredential, Hospital).join(Hospital, Hospital.id == SoapCredential.hospital_id)
+            .where(SoapCredential.username == username, SoapCredential.revoked_at.is_(None))
+            .order_by(SoapCredential.id.desc()).limit(1)).first()
+        return (row[0], row[1]) if row is not None else None
+
+    def soap_credentials_of(self, hospital_id: int) -> Sequence[SoapCredential]:
+        return self.session.scalars(select(SoapCredential).where(SoapCredential.hospital_id == hospital_id,
+                                                                 SoapCredential.revoked_at.is_(None))).all()
+
+    def dialects_of(self, hospital_id: int) -> list[str]:
+        return list(self.session.scalars(select(HospitalDialect.dialect).where(
+            HospitalDialect.hospital_id == hospital_id).order_by(HospitalDialect.dialect)))
+
+    def relax_durability(self) -> None:
+        """This transaction's commit need not wait for the disk (PostgreSQL): for bookkeeping whose loss in a
+        crash costs nothing but a log line or a nonce's memory."""
+        if self.dialect == "postgresql":
+            self._core(text("SET LOCAL synchronous_commit = off"))
+
+    def add_nonce(self, hospital_id: int, nonce: str, seen_at: datetime) -> None:
+        """Raises IntegrityError when the nonce was seen already."""
+        self._core(_insert(NONCES), {"hospital_id": hospital_id, "nonce": nonce, "seen_at": seen_at})
+
+    def purge_nonces(self, before: datetime) -> None:
+        self._core(delete(NONCES).where(NONCES.c.seen_at < before))
+
+    def add_exchange(self, values: dict[str, Any]) -> None:
+        self._core(_insert(EXCHANGES), values)
+
+    def exchanges(self, hospital_id: int | None = None) -> Sequence[SoapExchange]:
+        query = select(SoapExchange).order_by(SoapExchange.id)
+        if hospital_id is not None:
+            query = query.where(SoapExchange.hospital_id == hospital_id)
+        return self.session.scalars(query).all()
+
+    def settlement_by_transaction(self, hospital_id: int, transaction_id: str) -> Settlement | None:
+        return self.session.scalar(select(Settlement).where(Settlement.hospital_id == hospital_id,
+                                                            Settlement.transaction_id == transaction_id))

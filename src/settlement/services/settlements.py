@@ -38,7 +38,7 @@ from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.tariffstore.store import ResolvedTariff
 from settlement.wire.claims import ServiceClaimIn
-from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
+from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
 from settlement.wire.results import accumulators_json, settlement_json
 
 log = logging.getLogger("settlement.service")
@@ -184,6 +184,8 @@ class SettlementService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _replay(self, record: StoredAnswer, request_hash: str) -> Reply:
+        if record.operation == "void":  # cancelled by the caller before it arrived: refused, whatever it asks
+            return Reply(record.status_code, record.response, replayed=True)
         if record.request_hash != request_hash:
             raise ServiceError(ServiceCode.IDEMPOTENCY_KEY_REUSED,
                                f"transaction id {record.key!r} was already used for a different request; "
@@ -381,6 +383,54 @@ class SettlementService:
                 return Reply(201, text)
 
         return self._idempotent(attempt, hospital_id, key, "reverse", request_hash)
+
+    def cancel(self, caller: Caller, request: CancelRequest) -> Reply:
+        """Reverse whatever a call the caller never heard back from did (the national 2601), by its key.
+
+        A settlement made under that key is reversed in full; when nothing was recorded under it, the key is
+        marked cancelled, so that the original, should it still arrive, is refused instead of paid.
+        """
+        hospital_id = self._hospital_id(caller)
+        key, original_key = request.transaction_id, request.original_transaction_id
+        if key == original_key:
+            raise ServiceError(ServiceCode.REQUEST_MALFORMED, "a cancellation needs a transaction id of its own")
+        request_hash = canonical_hash("cancel", request.model_dump(mode="json"))
+
+        def attempt() -> Reply | str:
+            with self.ctx.uow() as tx:
+                repo = tx.repo
+                existing = repo.idempotency_record(hospital_id, key)
+                if existing is not None:
+                    return self._replay(existing, request_hash)
+                original = repo.idempotency_record(hospital_id, original_key)
+                if original is not None and original.operation == "settle" and original.status_code == 201:
+                    row = repo.settlement_by_transaction(hospital_id, original_key)
+                    assert row is not None
+                    return row.public_id  # reversed below, in the reversal's own transaction
+                now = self.ctx.clock()
+                outcome = "nothing_settled"
+                if original is None:
+                    _, problem = problem_body(ServiceError(
+                        ServiceCode.TRANSACTION_CANCELLED,
+                        f"transaction id {original_key!r} was cancelled by {key!r} before it was settled"))
+                    repo.insert_many(IDEMPOTENCY, [{
+                        "hospital_id": hospital_id, "key": original_key, "operation": "void", "request_hash": "",
+                        "status_code": problem["status"], "response": dumps(problem), "created_at": now}])
+                    outcome = "cancelled_before_arrival"
+                text = dumps({"transaction_id": key, "original_transaction_id": original_key, "status": outcome,
+                              "recorded_at": now.isoformat()})
+                repo.insert_many(IDEMPOTENCY, [{
+                    "hospital_id": hospital_id, "key": key, "operation": "cancel", "request_hash": request_hash,
+                    "status_code": 201, "response": text, "created_at": now}])
+                repo.audit(now, f"hospital:{hospital_id}", "transaction.cancel", "transaction", original_key,
+                           dumps({"transaction_id": key, "outcome": outcome, "reason": request.reason}))
+                tx.commit()
+                return Reply(201, text)
+
+        decided = self._with_retries(attempt)
+        if isinstance(decided, Reply):
+            return decided
+        return self.reverse(caller, decided, ReverseRequest(transaction_id=key, reason=request.reason))
 
     def get(self, caller: Caller, settlement_id: str) -> dict[str, Any]:
         own = caller.hospital_id if caller.kind == "hospital" else None

@@ -26,3 +26,11 @@ class SettleRequest(Wire):
 class ReverseRequest(Wire):
     transaction_id: TransactionId
     reason: Annotated[str, Field(max_length=256)] = ""
+
+
+class CancelRequest(Wire):
+    """Reverse what an uncertain call did, by its transaction id (the national 2601)."""
+
+    transaction_id: TransactionId
+    original_transaction_id: TransactionId
+    reason: Annotated[str, Field(max_length=256)] = ""

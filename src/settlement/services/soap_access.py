@@ -1,0 +1,141 @@
+"""SOAP access: hospitals' WS-Security passwords, the dialects they may speak, nonces, and the envelope log.
+
+A UsernameToken password digest is SHA-1(nonce + created + password), so the service must know the password
+itself: it is stored encrypted with Fernet (AES-128-CBC and HMAC-SHA256) under the credentials key, which lives
+outside the database (SETTLEMENT_CREDENTIALS_KEY, or data_dir/credentials.key with mode 0600). A copy of the
+database alone reveals no password.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.exc import IntegrityError
+
+from settlement.db.models import HospitalDialect, SoapCredential
+from settlement.services.auth import Caller
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+
+log = logging.getLogger("settlement.soap")
+
+
+@dataclass(frozen=True)
+class SoapPrincipal:
+    caller: Caller
+    password: str
+    dialects: frozenset[str]
+
+
+def issue_password(context: Context, cipher: Fernet, hospital_code: str, actor: str) -> str:
+    """A new WS-Security password for a hospital (shown once); earlier ones are revoked."""
+    now = context.clock()
+    password = secrets.token_urlsafe(24)
+    with context.uow() as tx:
+        hospital = tx.repo.hospital_by_code(hospital_code)
+        if hospital is None:
+            raise ServiceError(ServiceCode.NOT_FOUND, f"no hospital {hospital_code}")
+        for old in tx.repo.soap_credentials_of(hospital.id):
+            old.revoked_at = now
+        tx.repo.add(SoapCredential(hospital_id=hospital.id, username=hospital.code,
+                                   secret_encrypted=cipher.encrypt(password.encode("utf-8")).decode("ascii"),
+                                   created_at=now))
+        tx.repo.audit(now, actor, "soap_password.issue", "hospital", hospital.code, "{}")
+        tx.commit()
+    return password
+
+
+def bind_dialects(context: Context, hospital_code: str, dialects: list[str], known: set[str], actor: str) -> list[str]:
+    """Allow a hospital to speak the named dialects; returns every dialect it is bound to."""
+    unknown = sorted(set(dialects) - known)
+    if unknown:
+        raise ServiceError(ServiceCode.DIALECT_UNKNOWN, f"no dialect {', '.join(unknown)}; known: "
+                                                         f"{', '.join(sorted(known))}")
+    now = context.clock()
+    with context.uow() as tx:
+        hospital = tx.repo.hospital_by_code(hospital_code)
+        if hospital is None:
+            raise ServiceError(ServiceCode.NOT_FOUND, f"no hospital {hospital_code}")
+        bound = set(tx.repo.dialects_of(hospital.id))
+        for dialect in sorted(set(dialects) - bound):
+            tx.repo.add(HospitalDialect(hospital_id=hospital.id, dialect=dialect, created_at=now))
+            tx.repo.audit(now, actor, "hospital.bind_dialect", "hospital", hospital.code,
+                          json.dumps({"dialect": dialect}))
+        tx.commit()
+        return sorted(bound | set(dialects))
+
+
+class SoapPrincipals:
+    """Finds a UsernameToken's hospital, its password and dialects; cached for a few seconds per worker, like
+    API keys (a revoked password or binding stops working within `ttl_seconds`)."""
+
+    def __init__(self, context: Context, cipher: Fernet, ttl_seconds: float = 30.0) -> None:
+        self.context = context
+        self.cipher = cipher
+        self.ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, SoapPrincipal | None]] = {}
+
+    def find(self, username: str) -> SoapPrincipal | None:
+        now = time.monotonic()
+        cached = self._cache.get(username)
+        if cached is not None and now - cached[0] <= self.ttl:
+            return cached[1]
+        with self.context.uow() as tx:
+            found = tx.repo.soap_credential(username)
+            principal = None
+            if found is not None:
+                credential, hospital = found
+                try:
+                    password = self.cipher.decrypt(credential.secret_encrypted.encode("ascii")).decode("utf-8")
+                except InvalidToken:
+                    # Encrypted under another credentials key: the operator must re-issue the password.
+                    log.error("the WS-Security password of a hospital cannot be decrypted with this credentials key")
+                    password = None
+                if password is not None:
+                    principal = SoapPrincipal(
+                        Caller(0, "hospital", hospital.code, hospital.id, hospital.code, hospital.level),
+                        password, frozenset(tx.repo.dialects_of(hospital.id)))
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[username] = (now, principal)
+        return principal
+
+
+def remember_nonce(context: Context, hospital_id: int, nonce: str, window: timedelta) -> None:
+    """Accept a nonce once within the window; a second use is refused. Old nonces are purged now and then."""
+    now = context.clock()
+    try:
+        with context.uow() as tx:
+            tx.repo.relax_durability()
+            tx.repo.add_nonce(hospital_id, nonce, now)
+            if secrets.randbelow(256) == 0:
+                tx.repo.purge_nonces(now - 2 * window)
+            tx.commit()
+    except IntegrityError:
+        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED,
+                           "this nonce was already used: every message needs a new nonce") from None
+
+
+def record_exchange(context: Context, values: dict[str, object]) -> None:
+    with context.uow() as tx:
+        tx.repo.relax_durability()
+        tx.repo.add_exchange({**values, "created_at": context.clock()})
+        tx.commit()
+
+
+def new_credentials_key() -> str:
+    return Fernet.generate_key().decode("ascii")
+
+
+def cipher_for(key: str) -> Fernet:
+    try:
+        return Fernet(key.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED,
+                           "the credentials key must be a Fernet key (32 url-safe base64-encoded bytes)") from None

@@ -1,0 +1,88 @@
+"""The SOAP routes of the service: POST /soap (any dialect, found by the body element), POST /soap/{dialect},
+GET /soap?wsdl (the standard dialect), GET /soap/{dialect}?wsdl and the schemas the WSDLs import."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from settlement.bootstrap import Application
+from settlement.services.errors import ServiceCode
+from settlement.services.soap_access import SoapPrincipals
+from settlement.soap.gateway import Answer, Gateway
+from settlement.soap.xmlsafe import Limits, XmlRejected
+
+DEFAULT_DIALECT = "standard"
+
+
+def add_soap_routes(app: FastAPI, application: Application) -> Gateway:
+    settings = application.settings
+    limits = Limits(settings.soap_max_body_bytes, settings.soap_max_depth)
+    gateway = Gateway(application.context, application.dialects,
+                      SoapPrincipals(application.context, application.cipher), limits,
+                      timedelta(seconds=settings.wsse_window_seconds))
+
+    async def read_limited(request: Request) -> bytes:
+        """The body, refused as soon as it passes the limit: an oversized upload is never held in memory."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+            raise XmlRejected(ServiceCode.XML_TOO_LARGE, f"the body is larger than {limits.max_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise XmlRejected(ServiceCode.XML_TOO_LARGE, f"the body is larger than {limits.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def post(request: Request, dialect: str | None) -> Response:
+        try:
+            raw = await read_limited(request)
+        except XmlRejected as error:
+            answer = gateway.fault(error, None)
+        else:
+            answer = await run_in_threadpool(gateway.handle, raw, request.headers.get("content-type"),
+                                             request.headers.get("content-encoding"), dialect)
+        return respond(answer)
+
+    def respond(answer: Answer) -> Response:
+        return Response(answer.body, status_code=answer.status, media_type=None,
+                        headers={"Content-Type": answer.content_type})
+
+    def wsdl(request: Request, name: str) -> Response:
+        dialect = application.dialects.get(name)
+        if dialect is None:
+            return Response(f"no dialect {name[:40]}\n", status_code=404, media_type="text/plain")
+        base = str(request.base_url).rstrip("/")
+        address = f"{base}/soap" if name == DEFAULT_DIALECT else f"{base}/soap/{name}"
+        return Response(dialect.wsdl(address, f"{base}/soap/{name}/files"), media_type="text/xml; charset=utf-8")
+
+    @app.get("/soap", tags=["soap"], include_in_schema=False)
+    def soap_wsdl(request: Request) -> Response:
+        """The standard dialect's WSDL (`GET /soap?wsdl`)."""
+        return wsdl(request, DEFAULT_DIALECT)
+
+    @app.get("/soap/{name}", tags=["soap"], include_in_schema=False)
+    def dialect_wsdl(request: Request, name: str) -> Response:
+        return wsdl(request, name)
+
+    @app.get("/soap/{name}/files/{file}", tags=["soap"], include_in_schema=False)
+    def dialect_file(name: str, file: str) -> Response:
+        dialect = application.dialects.get(name)
+        data = dialect.served_file(file) if dialect is not None else None
+        if data is None:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response(data, media_type="text/xml; charset=utf-8")
+
+    @app.post("/soap", tags=["soap"], include_in_schema=False)
+    async def soap_any(request: Request) -> Response:
+        return await post(request, None)
+
+    @app.post("/soap/{name}", tags=["soap"], include_in_schema=False)
+    async def soap_dialect(request: Request, name: str) -> Response:
+        return await post(request, name)
+
+    return gateway

@@ -1,0 +1,301 @@
+"""The SOAP 1.1 endpoint's pipeline, free of any web framework: bytes in, bytes out.
+
+    size and compression -> encoding -> hardened parse -> SOAP envelope -> dialect (by the body element)
+    -> WS-Security UsernameToken (digest, created window, nonce once) -> the hospital's dialect binding
+    -> the message (the element itself, or an XML string inside it, parsed with the same rules)
+    -> operation code -> XSD -> XSLT to the canonical request -> the same use case REST calls
+    -> canonical result -> XSLT to the dialect's reply -> envelope in the dialect's encoding.
+
+Everything before the use case is refused with a Client fault and records nothing. Business failures carry the
+REST codes: as a SOAP fault, or in the dialect's own reply codes when its manifest says `errors: reply`.
+Every exchange of an authenticated hospital is stored, masked, linked to its settlement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from lxml import etree
+from pydantic import BaseModel, ValidationError
+
+from settlement.domain.claim import SHANGHAI
+from settlement.domain.errors import Problem, SettlementError
+from settlement.domain.privacy import mask_id_number, mask_name
+from settlement.problems import problem_body, status_of
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.settlements import Reply, SettlementService
+from settlement.services.soap_access import SoapPrincipals, record_exchange, remember_nonce
+from settlement.soap import canonical, wsse
+from settlement.soap.dialects import Dialect, Registry
+from settlement.soap.xmlsafe import Limits, XmlRejected, inflate, parse_body, parse_text
+from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
+from settlement.wire.responses import EligibilityRequest
+
+log = logging.getLogger("settlement.soap")
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+FAULT_NS = "urn:settlement:soap:fault"
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
+                        r"[0-9Xx](?![0-9A-Za-z])")
+_PASSWORD = re.compile(r"(<(?:[\w-]+:)?Password\b[^>]*>)[^<]*(<)|(\bpassword=\")[^\"]*(\")")
+
+
+class ReverseOne(ReverseRequest):
+    settlement_id: str
+
+
+class GetOne(BaseModel):
+    settlement_id: str
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class _Exchange:
+    """What is known of a call so far: filled in as the pipeline goes, stored at the end when authenticated."""
+
+    text: str = ""
+    dialect: Dialect | None = None
+    hospital_id: int | None = None
+    code: str = ""
+    operation: str = ""
+    message_id: str | None = None
+    settlement_id: str | None = None
+    names: set[str] = field(default_factory=set)
+
+
+def _local(element: etree._Element) -> str:
+    return etree.QName(element).localname
+
+
+class Gateway:
+    def __init__(self, context: Context, registry: Registry, principals: SoapPrincipals, limits: Limits,
+                 window: timedelta) -> None:
+        self.context = context
+        self.registry = registry
+        self.principals = principals
+        self.limits = limits
+        self.window = window
+        self.service = SettlementService(context)
+        self._operations: dict[str, Callable[[Any, dict[str, Any]], tuple[Reply, str | None]]] = {
+            "eligibility": self._eligibility, "quote": self._quote, "settle": self._settle,
+            "reverse": self._reverse, "cancel": self._cancel, "get": self._get,
+        }
+
+    # The pipeline
+
+    def handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
+               path_dialect: str | None = None) -> Answer:
+        exchange = _Exchange()
+        try:
+            answer = self._handle(raw, content_type, content_encoding, path_dialect, exchange)
+            outcome = "ok"
+        except (XmlRejected, ServiceError, SettlementError) as error:
+            answer = self.fault(error, exchange.dialect)
+            outcome = str(error.code)
+        if exchange.hospital_id is not None and exchange.dialect is not None:
+            self._store(exchange, answer, outcome)
+        return answer
+
+    def _handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
+                path_dialect: str | None, exchange: _Exchange) -> Answer:
+        data = inflate(raw, content_encoding, self.limits.max_bytes)
+        envelope, exchange.text, _ = parse_body(data, content_type, self.limits)
+        if envelope.tag == f"{{{SOAP12}}}Envelope":
+            raise XmlRejected(ServiceCode.SOAP_VERSION_MISMATCH, "this endpoint speaks SOAP 1.1 only")
+        if envelope.tag != f"{{{SOAP11}}}Envelope":
+            raise XmlRejected(ServiceCode.SOAP_INVALID, "the body is not a SOAP 1.1 Envelope")
+        header = envelope.find(f"{{{SOAP11}}}Header")
+        body = envelope.find(f"{{{SOAP11}}}Body")
+        element = next((child for child in body if isinstance(child.tag, str)), None) if body is not None else None
+        if element is None:
+            raise XmlRejected(ServiceCode.SOAP_INVALID, "the SOAP Body holds no request element")
+        dialect = self.registry.for_element(element.tag)
+        if dialect is None or (path_dialect is not None and dialect.name != path_dialect):
+            raise XmlRejected(ServiceCode.DIALECT_UNKNOWN,
+                              f"no dialect{' ' + path_dialect if path_dialect else ''} answers the body element "
+                              f"{etree.QName(element).localname[:64]!r}")
+        exchange.dialect = dialect
+
+        token = wsse.read_token(header)
+        principal = self.principals.find(token.username)
+        wsse.check_token(token, principal.password if principal else None, self.context.clock(), self.window)
+        assert principal is not None
+        caller = principal.caller
+        assert caller.hospital_id is not None
+        if dialect.name not in principal.dialects:
+            raise ServiceError(ServiceCode.DIALECT_NOT_BOUND,
+                               f"hospital {caller.hospital_code} is not bound to the {dialect.name} dialect")
+        remember_nonce(self.context, caller.hospital_id, token.nonce_key, self.window)
+        exchange.hospital_id = caller.hospital_id
+
+        spec = dialect.manifest.message
+        message = element
+        if spec.string is not None:
+            holder = element.find(f"{{{dialect.manifest.namespace}}}{spec.string}")
+            if holder is None:
+                holder = element.find(spec.string)
+            if holder is None or not (holder.text or "").strip():
+                raise ServiceError(ServiceCode.MESSAGE_INVALID, f"{spec.string} is missing or empty")
+            message = parse_text(holder.text or "", self.limits, spec.string)
+        code = dialect.operation_code(element if spec.operation_on == "element" else message)
+        exchange.code = code[:32]
+        operation = dialect.operation(code)
+        if operation is None:
+            raise ServiceError(ServiceCode.OPERATION_UNKNOWN,
+                               f"the {dialect.name} dialect has no operation {code[:32]!r}; known: "
+                               f"{', '.join(sorted(dialect.manifest.operations))}")
+        exchange.operation = operation
+        problems = dialect.validate(message)
+        if problems:
+            raise ServiceError(ServiceCode.MESSAGE_INVALID,
+                               f"the message does not match the {dialect.name} schema: {problems[0]}")
+        request = canonical.request_json(dialect.to_canonical(message, code, operation))
+        exchange.message_id = str(request.get("transaction_id") or "")[:64] or None
+        patient = request.get("claim", {}).get("patient", {}) if isinstance(request.get("claim"), dict) else {}
+        if isinstance(patient, dict) and patient.get("name"):
+            exchange.names.add(str(patient["name"]))
+        try:
+            reply, settlement_id = self._operations[operation](caller, request)
+        except (ServiceError, SettlementError) as error:
+            if dialect.manifest.errors == "fault":
+                raise
+            status, problem = problem_body(error)
+            reply, settlement_id = Reply(status, json.dumps(problem, ensure_ascii=False)), None
+        answer: dict[str, Any] = json.loads(reply.body)
+        exchange.settlement_id = settlement_id or answer.get("settlement_id") or request.get("settlement_id")
+        if reply.status >= 400 and dialect.manifest.errors == "fault":
+            return self._fault_from_problem(answer, dialect)
+        result = canonical.result_xml(operation, reply.status, answer, reply.replayed)
+        return self._reply(dialect, dialect.from_canonical(result, code, exchange.message_id or ""))
+
+    # The use cases, called exactly as REST calls them
+
+    @staticmethod
+    def _model(model: type[BaseModel], request: dict[str, Any]) -> Any:
+        try:
+            return model.model_validate(request)
+        except ValidationError as error:
+            problems = [{"path": ".".join(str(p) for p in item["loc"]),
+                         "message": str(item["msg"]).removeprefix("Value error, ")}
+                        for item in error.errors(include_input=False)]
+            raise ServiceError(ServiceCode.REQUEST_MALFORMED,
+                               "the request does not have the documented shape: "
+                               + "; ".join(f"{p['path']}: {p['message']}" for p in problems[:3]),
+                               [Problem(ServiceCode.REQUEST_MALFORMED, p["path"], p["message"])  # type: ignore[arg-type]
+                                for p in problems]) from None
+
+    def _eligibility(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        parsed: EligibilityRequest = self._model(EligibilityRequest, request)
+        day: date = parsed.on or self.context.clock().astimezone(SHANGHAI).date()
+        body = self.service.eligibility(caller, parsed.id_number, day)
+        return Reply(200, json.dumps(body, ensure_ascii=False)), None
+
+    def _quote(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        body = self.service.quote(caller, self._model(QuoteRequest, request))
+        return Reply(200, json.dumps(body, ensure_ascii=False)), None
+
+    def _settle(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        return self.service.settle(caller, self._model(SettleRequest, request)), None
+
+    def _reverse(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        parsed: ReverseOne = self._model(ReverseOne, request)
+        reply = self.service.reverse(caller, parsed.settlement_id,
+                                     ReverseRequest(transaction_id=parsed.transaction_id, reason=parsed.reason))
+        return reply, parsed.settlement_id
+
+    def _cancel(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        return self.service.cancel(caller, self._model(CancelRequest, request)), None
+
+    def _get(self, caller: Any, request: dict[str, Any]) -> tuple[Reply, str | None]:
+        parsed: GetOne = self._model(GetOne, request)
+        body = self.service.get(caller, parsed.settlement_id)
+        return Reply(200, json.dumps(body, ensure_ascii=False)), parsed.settlement_id
+
+    # Envelopes
+
+    def _envelope(self, payload: etree._Element) -> etree._Element:
+        envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
+        etree.SubElement(envelope, f"{{{SOAP11}}}Body").append(payload)
+        return envelope
+
+    def _serialise(self, envelope: etree._Element, dialect: Dialect | None, status: int) -> Answer:
+        codec = dialect.reply_codec if dialect is not None else "utf-8"
+        label = dialect.manifest.encoding if dialect is not None else "UTF-8"
+        text = etree.tostring(envelope, encoding="unicode")
+        data = f'<?xml version="1.0" encoding="{label}"?>\n{text}'.encode(codec, "xmlcharrefreplace")
+        return Answer(status, data, f"text/xml; charset={label}")
+
+    def _reply(self, dialect: Dialect, payload: etree._Element) -> Answer:
+        reply = dialect.manifest.reply
+        if reply.element is not None and reply.string is not None:
+            namespace = dialect.manifest.namespace
+            wrapper = etree.Element(f"{{{namespace}}}{reply.element}", nsmap={"ns": namespace})
+            holder = etree.SubElement(wrapper, f"{{{namespace}}}{reply.string}")
+            document = etree.tostring(payload, encoding="unicode")
+            holder.text = f'<?xml version="1.0" encoding="{dialect.manifest.encoding}"?>{document}'
+            payload = wrapper
+        return self._serialise(self._envelope(payload), dialect, 200)
+
+    def fault(self, error: XmlRejected | ServiceError | SettlementError, dialect: Dialect | None) -> Answer:
+        _, body = problem_body(error)
+        return self._fault_from_problem(body, dialect)
+
+    def _fault_from_problem(self, problem: dict[str, Any], dialect: Dialect | None) -> Answer:
+        code = str(problem.get("code", "INTERNAL_ERROR"))
+        status = status_of(code)
+        fault = etree.Element(f"{{{SOAP11}}}Fault")
+        etree.SubElement(fault, "faultcode").text = "soap:Client" if status < 500 else "soap:Server"
+        etree.SubElement(fault, "faultstring").text = f"{code}: {problem.get('detail', '')}"
+        detail = etree.SubElement(etree.SubElement(fault, "detail"), f"{{{FAULT_NS}}}error",
+                                  nsmap={"e": FAULT_NS})
+        etree.SubElement(detail, f"{{{FAULT_NS}}}code").text = code
+        etree.SubElement(detail, f"{{{FAULT_NS}}}status").text = str(status)
+        problems = problem.get("problems") or []
+        if problems:
+            holder = etree.SubElement(detail, f"{{{FAULT_NS}}}problems")
+            for item in problems:
+                entry = etree.SubElement(holder, f"{{{FAULT_NS}}}problem")
+                for name in ("code", "path", "message"):
+                    etree.SubElement(entry, f"{{{FAULT_NS}}}{name}").text = str(item.get(name, ""))
+        # WS-I Basic Profile: a fault travels with HTTP 500; refused credentials with 401, an oversized body 413.
+        http = 401 if status == 401 else 413 if status == 413 else 500
+        return self._serialise(self._envelope(fault), dialect, http)
+
+    # The envelope log
+
+    def _store(self, exchange: _Exchange, answer: Answer, outcome: str) -> None:
+        assert exchange.dialect is not None and exchange.hospital_id is not None
+        reply_text = answer.body.decode(exchange.dialect.reply_codec, "replace")
+        try:
+            record_exchange(self.context, {
+                "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
+                "operation": exchange.operation or "-", "code": exchange.code or "-",
+                "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
+                "outcome": outcome[:64], "request": mask(exchange.text, exchange.names),
+                "reply": mask(reply_text, exchange.names)})
+        except Exception as error:  # the answer is given regardless; losing a log row is not losing money
+            log.error("could not store a SOAP exchange: %s", type(error).__name__)
+
+
+def mask(text: str, names: set[str]) -> str:
+    """An envelope with ID numbers, known names and passwords masked (in raw and in escaped inner XML)."""
+    text = _ID_NUMBER.sub(lambda match: mask_id_number(match.group(0)), text)
+    for name in names:
+        if name:
+            text = text.replace(name, mask_name(name))
+    return _PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(2)}" if m.group(1) else f"{m.group(3)}***{m.group(4)}",
+                         text)
+
