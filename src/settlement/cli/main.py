@@ -34,6 +34,9 @@ hospitals_app = typer.Typer(help="Hospitals and their API keys.", no_args_is_hel
 app.add_typer(hospitals_app, name="hospitals")
 keys_app = typer.Typer(help="API keys of finance officers and administrators.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+soap_app = typer.Typer(help="SOAP dialects: list them, try a hospital's message, render a reply.",
+                       no_args_is_help=True)
+app.add_typer(soap_app, name="soap")
 
 console = Console(width=max(Console().width, 120))
 errors = Console(stderr=True)
@@ -248,6 +251,107 @@ def keys_add(
         errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
         raise typer.Exit(EXIT_REJECTED) from None
     console.print(f"{kind} key for {name} (shown once): {key}", highlight=False, markup=False)
+
+
+@hospitals_app.command("bind")
+def hospitals_bind(
+    code: Annotated[str, typer.Argument(help="hospital code")],
+    dialects: Annotated[list[str], typer.Argument(help="dialect names (see `settlement soap dialects`)")],
+) -> None:
+    """Allow a hospital to speak these SOAP dialects (a dialect it is not bound to is refused)."""
+    from settlement.services.soap_access import bind_dialects
+
+    application = _application()
+    try:
+        bound = bind_dialects(application.context, code, dialects, set(application.dialects.dialects), "cli")
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    console.print(f"hospital {code} speaks: {', '.join(bound)}", highlight=False, markup=False)
+
+
+@hospitals_app.command("soap-password")
+def hospitals_soap_password(code: Annotated[str, typer.Argument(help="hospital code")]) -> None:
+    """Issue the hospital's WS-Security password (shown once; earlier passwords stop working)."""
+    from settlement.services.soap_access import issue_password
+
+    application = _application()
+    try:
+        password = issue_password(application.context, application.cipher, code, "cli")
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    console.print(f"WS-Security UsernameToken for {code}: username {code}, password (shown once): {password}",
+                  highlight=False, markup=False)
+
+
+def _dialects() -> object:
+    from settlement.config import Settings
+    from settlement.soap.dialects import DialectError, load_registry
+
+    try:
+        return load_registry(Settings().adapters_dir)
+    except DialectError as error:
+        errors.print(f"[bold red]DIALECT_INVALID[/]: {error}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
+
+
+@soap_app.command("dialects")
+def soap_dialects() -> None:
+    """The dialects in adapters/, with their operations."""
+    from settlement.soap.dialects import Registry
+
+    registry = _dialects()
+    assert isinstance(registry, Registry)
+    table = Table("dialect", "style", "encoding", "operations", "errors as")
+    for dialect in registry.dialects.values():
+        manifest = dialect.manifest
+        table.add_row(dialect.name, manifest.soap_style, manifest.encoding,
+                      ", ".join(f"{code}={op}" for code, op in manifest.operations.items()), manifest.errors)
+    console.print(table)
+
+
+@soap_app.command("map")
+def soap_map(envelope: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                                      help="a SOAP envelope as a hospital sends it")]) -> None:
+    """Show the canonical request a hospital's envelope maps to (no server, no credentials needed)."""
+    from settlement.soap.dialects import Registry
+    from settlement.soap.gateway import locate, parse_envelope, read_message
+    from settlement.soap.xmlsafe import Limits
+
+    registry = _dialects()
+    assert isinstance(registry, Registry)
+    try:
+        root, _ = parse_envelope(envelope.read_bytes(), None, None, Limits())
+        dialect, _, element = locate(registry, root, None)
+        code, operation, request = read_message(dialect, element, Limits())
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    print(json.dumps({"dialect": dialect.name, "code": code, "operation": operation, "request": request},
+                     ensure_ascii=False, indent=2))
+
+
+@soap_app.command("render")
+def soap_render(
+    dialect_name: Annotated[str, typer.Argument(metavar="DIALECT")],
+    result: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                           help="JSON: {operation, status, body, replayed?, code, message_id?}")],
+) -> None:
+    """Print the reply envelope a dialect gives for a canonical result (bytes in the dialect's encoding)."""
+    from settlement.soap.dialects import Registry
+    from settlement.soap.gateway import render_reply
+
+    registry = _dialects()
+    assert isinstance(registry, Registry)
+    dialect = registry.get(dialect_name)
+    if dialect is None:
+        errors.print(f"[bold red]DIALECT_UNKNOWN[/]: no dialect {dialect_name}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED)
+    spec = json.loads(result.read_text(encoding="utf-8"))
+    answer = render_reply(dialect, spec["operation"], spec["status"], spec["body"], spec.get("replayed", False),
+                          spec["code"], spec.get("message_id", ""))
+    sys.stdout.buffer.write(answer.body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from settlement.bootstrap import Application
 from settlement.services.errors import ServiceCode
 from settlement.services.soap_access import SoapPrincipals
-from settlement.soap.gateway import Answer, Gateway
+from settlement.soap.gateway import Answer, Gateway, fault
 from settlement.soap.xmlsafe import Limits, XmlRejected
 
 DEFAULT_DIALECT = "standard"
@@ -42,7 +42,7 @@ def add_soap_routes(app: FastAPI, application: Application) -> Gateway:
         try:
             raw = await read_limited(request)
         except XmlRejected as error:
-            answer = gateway.fault(error, None)
+            answer = fault(error)
         else:
             answer = await run_in_threadpool(gateway.handle, raw, request.headers.get("content-type"),
                                              request.headers.get("content-encoding"), dialect)

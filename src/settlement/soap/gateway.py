@@ -103,7 +103,7 @@ class Gateway:
             answer = self._handle(raw, content_type, content_encoding, path_dialect, exchange)
             outcome = "ok"
         except (XmlRejected, ServiceError, SettlementError) as error:
-            answer = self.fault(error, exchange.dialect)
+            answer = fault(error, exchange.dialect)
             outcome = str(error.code)
         if exchange.hospital_id is not None and exchange.dialect is not None:
             self._store(exchange, answer, outcome)
@@ -111,22 +111,8 @@ class Gateway:
 
     def _handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                 path_dialect: str | None, exchange: _Exchange) -> Answer:
-        data = inflate(raw, content_encoding, self.limits.max_bytes)
-        envelope, exchange.text, _ = parse_body(data, content_type, self.limits)
-        if envelope.tag == f"{{{SOAP12}}}Envelope":
-            raise XmlRejected(ServiceCode.SOAP_VERSION_MISMATCH, "this endpoint speaks SOAP 1.1 only")
-        if envelope.tag != f"{{{SOAP11}}}Envelope":
-            raise XmlRejected(ServiceCode.SOAP_INVALID, "the body is not a SOAP 1.1 Envelope")
-        header = envelope.find(f"{{{SOAP11}}}Header")
-        body = envelope.find(f"{{{SOAP11}}}Body")
-        element = next((child for child in body if isinstance(child.tag, str)), None) if body is not None else None
-        if element is None:
-            raise XmlRejected(ServiceCode.SOAP_INVALID, "the SOAP Body holds no request element")
-        dialect = self.registry.for_element(element.tag)
-        if dialect is None or (path_dialect is not None and dialect.name != path_dialect):
-            raise XmlRejected(ServiceCode.DIALECT_UNKNOWN,
-                              f"no dialect{' ' + path_dialect if path_dialect else ''} answers the body element "
-                              f"{etree.QName(element).localname[:64]!r}")
+        envelope, exchange.text = parse_envelope(raw, content_type, content_encoding, self.limits)
+        dialect, header, element = locate(self.registry, envelope, path_dialect)
         exchange.dialect = dialect
 
         token = wsse.read_token(header)
@@ -141,32 +127,7 @@ class Gateway:
         remember_nonce(self.context, caller.hospital_id, token.nonce_key, self.window)
         exchange.hospital_id = caller.hospital_id
 
-        spec = dialect.manifest.message
-        message = element
-        if spec.string is not None:
-            holder = element.find(f"{{{dialect.manifest.namespace}}}{spec.string}")
-            if holder is None:
-                holder = element.find(spec.string)
-            if holder is None or not (holder.text or "").strip():
-                raise ServiceError(ServiceCode.MESSAGE_INVALID, f"{spec.string} is missing or empty")
-            message = parse_text(holder.text or "", self.limits, spec.string)
-        code = dialect.operation_code(element if spec.operation_on == "element" else message)
-        exchange.code = code[:32]
-        operation = dialect.operation(code)
-        if operation is None:
-            raise ServiceError(ServiceCode.OPERATION_UNKNOWN,
-                               f"the {dialect.name} dialect has no operation {code[:32]!r}; known: "
-                               f"{', '.join(sorted(dialect.manifest.operations))}")
-        exchange.operation = operation
-        problems = dialect.validate(message)
-        if problems:
-            raise ServiceError(ServiceCode.MESSAGE_INVALID,
-                               f"the message does not match the {dialect.name} schema: {problems[0]}")
-        request = canonical.request_json(dialect.to_canonical(message, code, operation))
-        exchange.message_id = str(request.get("transaction_id") or "")[:64] or None
-        patient = request.get("claim", {}).get("patient", {}) if isinstance(request.get("claim"), dict) else {}
-        if isinstance(patient, dict) and patient.get("name"):
-            exchange.names.add(str(patient["name"]))
+        code, operation, request = read_message(dialect, element, self.limits, exchange)
         try:
             reply, settlement_id = self._operations[operation](caller, request)
         except (ServiceError, SettlementError) as error:
@@ -176,10 +137,8 @@ class Gateway:
             reply, settlement_id = Reply(status, json.dumps(problem, ensure_ascii=False)), None
         answer: dict[str, Any] = json.loads(reply.body)
         exchange.settlement_id = settlement_id or answer.get("settlement_id") or request.get("settlement_id")
-        if reply.status >= 400 and dialect.manifest.errors == "fault":
-            return self._fault_from_problem(answer, dialect)
-        result = canonical.result_xml(operation, reply.status, answer, reply.replayed)
-        return self._reply(dialect, dialect.from_canonical(result, code, exchange.message_id or ""))
+        return render_reply(dialect, operation, reply.status, answer, reply.replayed, code,
+                            exchange.message_id or "")
 
     # The use cases, called exactly as REST calls them
 
@@ -224,56 +183,6 @@ class Gateway:
         body = self.service.get(caller, parsed.settlement_id)
         return Reply(200, json.dumps(body, ensure_ascii=False)), parsed.settlement_id
 
-    # Envelopes
-
-    def _envelope(self, payload: etree._Element) -> etree._Element:
-        envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
-        etree.SubElement(envelope, f"{{{SOAP11}}}Body").append(payload)
-        return envelope
-
-    def _serialise(self, envelope: etree._Element, dialect: Dialect | None, status: int) -> Answer:
-        codec = dialect.reply_codec if dialect is not None else "utf-8"
-        label = dialect.manifest.encoding if dialect is not None else "UTF-8"
-        text = etree.tostring(envelope, encoding="unicode")
-        data = f'<?xml version="1.0" encoding="{label}"?>\n{text}'.encode(codec, "xmlcharrefreplace")
-        return Answer(status, data, f"text/xml; charset={label}")
-
-    def _reply(self, dialect: Dialect, payload: etree._Element) -> Answer:
-        reply = dialect.manifest.reply
-        if reply.element is not None and reply.string is not None:
-            namespace = dialect.manifest.namespace
-            wrapper = etree.Element(f"{{{namespace}}}{reply.element}", nsmap={"ns": namespace})
-            holder = etree.SubElement(wrapper, f"{{{namespace}}}{reply.string}")
-            document = etree.tostring(payload, encoding="unicode")
-            holder.text = f'<?xml version="1.0" encoding="{dialect.manifest.encoding}"?>{document}'
-            payload = wrapper
-        return self._serialise(self._envelope(payload), dialect, 200)
-
-    def fault(self, error: XmlRejected | ServiceError | SettlementError, dialect: Dialect | None) -> Answer:
-        _, body = problem_body(error)
-        return self._fault_from_problem(body, dialect)
-
-    def _fault_from_problem(self, problem: dict[str, Any], dialect: Dialect | None) -> Answer:
-        code = str(problem.get("code", "INTERNAL_ERROR"))
-        status = status_of(code)
-        fault = etree.Element(f"{{{SOAP11}}}Fault")
-        etree.SubElement(fault, "faultcode").text = "soap:Client" if status < 500 else "soap:Server"
-        etree.SubElement(fault, "faultstring").text = f"{code}: {problem.get('detail', '')}"
-        detail = etree.SubElement(etree.SubElement(fault, "detail"), f"{{{FAULT_NS}}}error",
-                                  nsmap={"e": FAULT_NS})
-        etree.SubElement(detail, f"{{{FAULT_NS}}}code").text = code
-        etree.SubElement(detail, f"{{{FAULT_NS}}}status").text = str(status)
-        problems = problem.get("problems") or []
-        if problems:
-            holder = etree.SubElement(detail, f"{{{FAULT_NS}}}problems")
-            for item in problems:
-                entry = etree.SubElement(holder, f"{{{FAULT_NS}}}problem")
-                for name in ("code", "path", "message"):
-                    etree.SubElement(entry, f"{{{FAULT_NS}}}{name}").text = str(item.get(name, ""))
-        # WS-I Basic Profile: a fault travels with HTTP 500; refused credentials with 401, an oversized body 413.
-        http = 401 if status == 401 else 413 if status == 413 else 500
-        return self._serialise(self._envelope(fault), dialect, http)
-
     # The envelope log
 
     def _store(self, exchange: _Exchange, answer: Answer, outcome: str) -> None:
@@ -299,3 +208,127 @@ def mask(text: str, names: set[str]) -> str:
     return _PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(2)}" if m.group(1) else f"{m.group(3)}***{m.group(4)}",
                          text)
 
+
+
+# The pipeline's steps, usable without a server (the dialect examples, `settlement soap` commands)
+
+def parse_envelope(raw: bytes, content_type: str | None, content_encoding: str | None,
+                   limits: Limits) -> tuple[etree._Element, str]:
+    """The SOAP 1.1 Envelope of a raw body, and its decoded text."""
+    data = inflate(raw, content_encoding, limits.max_bytes)
+    envelope, text, _ = parse_body(data, content_type, limits)
+    if envelope.tag == f"{{{SOAP12}}}Envelope":
+        raise XmlRejected(ServiceCode.SOAP_VERSION_MISMATCH, "this endpoint speaks SOAP 1.1 only")
+    if envelope.tag != f"{{{SOAP11}}}Envelope":
+        raise XmlRejected(ServiceCode.SOAP_INVALID, "the body is not a SOAP 1.1 Envelope")
+    return envelope, text
+
+
+def locate(registry: Registry, envelope: etree._Element,
+           path_dialect: str | None) -> tuple[Dialect, etree._Element | None, etree._Element]:
+    """(dialect, Header, body element) of an envelope: the dialect is the one that answers the body element."""
+    header = envelope.find(f"{{{SOAP11}}}Header")
+    body = envelope.find(f"{{{SOAP11}}}Body")
+    element = next((child for child in body if isinstance(child.tag, str)), None) if body is not None else None
+    if element is None:
+        raise XmlRejected(ServiceCode.SOAP_INVALID, "the SOAP Body holds no request element")
+    dialect = registry.for_element(element.tag)
+    if dialect is None or (path_dialect is not None and dialect.name != path_dialect):
+        raise XmlRejected(ServiceCode.DIALECT_UNKNOWN,
+                          f"no dialect{' ' + path_dialect[:32] if path_dialect else ''} answers the body element "
+                          f"{_local(element)[:64]!r}")
+    return dialect, header, element
+
+
+def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
+                 exchange: _Exchange | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(operation code, canonical operation, canonical request) of a body element."""
+    spec = dialect.manifest.message
+    message = element
+    if spec.string is not None:
+        holder = element.find(f"{{{dialect.manifest.namespace}}}{spec.string}")
+        if holder is None:
+            holder = element.find(spec.string)
+        if holder is None or not (holder.text or "").strip():
+            raise ServiceError(ServiceCode.MESSAGE_INVALID, f"{spec.string} is missing or empty")
+        message = parse_text(holder.text or "", limits, spec.string)
+    code = dialect.operation_code(element if spec.operation_on == "element" else message)
+    if exchange is not None:
+        exchange.code = code[:32]
+    operation = dialect.operation(code)
+    if operation is None:
+        raise ServiceError(ServiceCode.OPERATION_UNKNOWN,
+                           f"the {dialect.name} dialect has no operation {code[:32]!r}; known: "
+                           f"{', '.join(sorted(dialect.manifest.operations))}")
+    if exchange is not None:
+        exchange.operation = operation
+    problems = dialect.validate(message)
+    if problems:
+        raise ServiceError(ServiceCode.MESSAGE_INVALID,
+                           f"the message does not match the {dialect.name} schema: {problems[0]}")
+    request = canonical.request_json(dialect.to_canonical(message, code, operation))
+    if exchange is not None:
+        exchange.message_id = str(request.get("transaction_id") or "")[:64] or None
+        claim = request.get("claim")
+        patient = claim.get("patient") if isinstance(claim, dict) else None
+        if isinstance(patient, dict) and patient.get("name"):
+            exchange.names.add(str(patient["name"]))
+    return code, operation, request
+
+
+def _envelope(payload: etree._Element) -> etree._Element:
+    envelope = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
+    etree.SubElement(envelope, f"{{{SOAP11}}}Body").append(payload)
+    return envelope
+
+
+def _serialise(envelope: etree._Element, dialect: Dialect | None, status: int) -> Answer:
+    codec = dialect.reply_codec if dialect is not None else "utf-8"
+    label = dialect.manifest.encoding if dialect is not None else "UTF-8"
+    text = etree.tostring(envelope, encoding="unicode")
+    data = f'<?xml version="1.0" encoding="{label}"?>\n{text}'.encode(codec, "xmlcharrefreplace")
+    return Answer(status, data, f"text/xml; charset={label}")
+
+
+def render_reply(dialect: Dialect, operation: str, status: int, body: dict[str, Any], replayed: bool, code: str,
+                 message_id: str) -> Answer:
+    """The dialect's reply envelope to a use case's answer (a failure becomes a fault unless the dialect answers
+    failures in its own reply codes)."""
+    if status >= 400 and dialect.manifest.errors == "fault":
+        return render_fault(body, dialect)
+    result = canonical.result_xml(operation, status, body, replayed)
+    payload = dialect.from_canonical(result, code, message_id)
+    reply = dialect.manifest.reply
+    if reply.element is not None and reply.string is not None:
+        namespace = dialect.manifest.namespace
+        wrapper = etree.Element(f"{{{namespace}}}{reply.element}", nsmap={"ns": namespace})
+        holder = etree.SubElement(wrapper, f"{{{namespace}}}{reply.string}")
+        document = etree.tostring(payload, encoding="unicode")
+        holder.text = f'<?xml version="1.0" encoding="{dialect.manifest.encoding}"?>{document}'
+        payload = wrapper
+    return _serialise(_envelope(payload), dialect, 200)
+
+
+def fault(error: XmlRejected | ServiceError | SettlementError, dialect: Dialect | None = None) -> Answer:
+    return render_fault(problem_body(error)[1], dialect)
+
+
+def render_fault(problem: dict[str, Any], dialect: Dialect | None) -> Answer:
+    code = str(problem.get("code", "INTERNAL_ERROR"))
+    status = status_of(code)
+    fault = etree.Element(f"{{{SOAP11}}}Fault")
+    etree.SubElement(fault, "faultcode").text = "soap:Client" if status < 500 else "soap:Server"
+    etree.SubElement(fault, "faultstring").text = f"{code}: {problem.get('detail', '')}"
+    detail = etree.SubElement(etree.SubElement(fault, "detail"), f"{{{FAULT_NS}}}error", nsmap={"e": FAULT_NS})
+    etree.SubElement(detail, f"{{{FAULT_NS}}}code").text = code
+    etree.SubElement(detail, f"{{{FAULT_NS}}}status").text = str(status)
+    problems = problem.get("problems") or []
+    if problems:
+        holder = etree.SubElement(detail, f"{{{FAULT_NS}}}problems")
+        for item in problems:
+            entry = etree.SubElement(holder, f"{{{FAULT_NS}}}problem")
+            for name in ("code", "path", "message"):
+                etree.SubElement(entry, f"{{{FAULT_NS}}}{name}").text = str(item.get(name, ""))
+    # WS-I Basic Profile: a fault travels with HTTP 500; refused credentials with 401, an oversized body 413.
+    http = 401 if status == 401 else 413 if status == 413 else 500
+    return _serialise(_envelope(fault), dialect, http)
