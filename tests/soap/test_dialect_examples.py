@@ -31,7 +31,7 @@ def mapped(registry: Registry, request: bytes) -> dict[str, Any]:
 
 def rendered(dialect: Dialect, result: dict[str, Any]) -> bytes:
     return render_reply(dialect, result["operation"], result["status"], result["body"], result.get("replayed", False),
-                        result["code"], result.get("message_id", "")).body
+                        result["code"], result.get("message_id", ""), result.get("request")).body
 
 
 def test_three_dialects_ship_with_examples() -> None:

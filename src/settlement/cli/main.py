@@ -336,7 +336,7 @@ def soap_map(envelope: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
 def soap_render(
     dialect_name: Annotated[str, typer.Argument(metavar="DIALECT")],
     result: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                           help="JSON: {operation, status, body, replayed?, code, message_id?}")],
+                                           help="JSON: operation, status, body, code (replayed, message_id, request)")],
 ) -> None:
     """Print the reply envelope a dialect gives for a canonical result (bytes in the dialect's encoding)."""
     from settlement.soap.dialects import Registry
@@ -350,7 +350,7 @@ def soap_render(
         raise typer.Exit(EXIT_REJECTED)
     spec = json.loads(result.read_text(encoding="utf-8"))
     answer = render_reply(dialect, spec["operation"], spec["status"], spec["body"], spec.get("replayed", False),
-                          spec["code"], spec.get("message_id", ""))
+                          spec["code"], spec.get("message_id", ""), spec.get("request"))
     sys.stdout.buffer.write(answer.body)
 
 

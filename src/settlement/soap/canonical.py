@@ -20,6 +20,7 @@ Traces are left out of SOAP replies (they are served with the settlement over RE
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from lxml import etree
@@ -77,9 +78,46 @@ def fill(element: etree._Element, value: Any) -> None:
         element.text = str(value)
 
 
-def result_xml(operation: str, status: int, body: dict[str, Any], replayed: bool = False) -> etree._Element:
-    """The canonical result (or, for a status of 400 and above, the canonical error) of an operation."""
+# Fund groups by the national fund codes (domain.md): what legacy replies report as one amount each.
+FUND_GROUPS = (("basic", ("310100", "390100")), ("critical_illness", ("390200",)),
+               ("assistance", ("610100", "610102", "610103")), ("guarantee", ("640100",)))
+
+
+def derived(body: dict[str, Any]) -> dict[str, Any]:
+    """Sums a reply mapping would otherwise compute in XPath 1.0, whose numbers are floating point: money is
+    added here, in Decimal, and handed to the mapping as decimal strings."""
+    payers = body.get("payers")
+    if not isinstance(payers, list):
+        return {}
+    by_fund: dict[str, Decimal] = {}
+    for payer in payers:
+        by_fund[payer["fund"]] = by_fund.get(payer["fund"], Decimal(0)) + Decimal(payer["paid"])
+    groups = {name: sum((by_fund.get(fund, Decimal(0)) for fund in funds), Decimal(0))
+              for name, funds in FUND_GROUPS}
+    known = {fund for _, funds in FUND_GROUPS for fund in funds}
+    groups["other"] = sum((amount for fund, amount in by_fund.items() if fund not in known), Decimal(0))
+    funds_paid = sum(by_fund.values(), Decimal(0))
+    return {
+        "fund_totals": {fund: f"{amount:.2f}" for fund, amount in by_fund.items()},
+        "group_totals": {name: f"{amount:.2f}" for name, amount in groups.items()},
+        "funds_paid": f"{funds_paid:.2f}",
+        "fully_self_paid": f"{Decimal(body['out_of_catalogue']) + Decimal(body['over_price_limit']):.2f}",
+    }
+
+
+def result_xml(operation: str, status: int, body: dict[str, Any], replayed: bool = False,
+               request: dict[str, Any] | None = None) -> etree._Element:
+    """The canonical result (or, for a status of 400 and above, the canonical error) of an operation.
+
+    Besides the REST reply it holds `<derived>` sums (see `derived`) and, when given, the canonical `<request>`,
+    so that a dialect can echo what its replies traditionally repeat (message id, name, visit number).
+    """
     root = etree.Element("error" if status >= 400 else "result", operation=operation, status=str(status),
                          replayed="true" if replayed else "false")
     fill(root, body)
+    extra = derived(body) if status < 400 else {}
+    if extra:
+        fill(etree.SubElement(root, "derived"), extra)
+    if request is not None:
+        fill(etree.SubElement(root, "request"), request)
     return root

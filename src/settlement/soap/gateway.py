@@ -138,7 +138,7 @@ class Gateway:
         answer: dict[str, Any] = json.loads(reply.body)
         exchange.settlement_id = settlement_id or answer.get("settlement_id") or request.get("settlement_id")
         return render_reply(dialect, operation, reply.status, answer, reply.replayed, code,
-                            exchange.message_id or "")
+                            exchange.message_id or "", request)
 
     # The use cases, called exactly as REST calls them
 
@@ -291,12 +291,12 @@ def _serialise(envelope: etree._Element, dialect: Dialect | None, status: int) -
 
 
 def render_reply(dialect: Dialect, operation: str, status: int, body: dict[str, Any], replayed: bool, code: str,
-                 message_id: str) -> Answer:
+                 message_id: str, request: dict[str, Any] | None = None) -> Answer:
     """The dialect's reply envelope to a use case's answer (a failure becomes a fault unless the dialect answers
     failures in its own reply codes)."""
     if status >= 400 and dialect.manifest.errors == "fault":
         return render_fault(body, dialect)
-    result = canonical.result_xml(operation, status, body, replayed)
+    result = canonical.result_xml(operation, status, body, replayed, request)
     payload = dialect.from_canonical(result, code, message_id)
     reply = dialect.manifest.reply
     if reply.element is not None and reply.string is not None:
