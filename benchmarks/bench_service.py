@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, str], clients: int,
-         seconds: float, warmup: float) -> dict[str, float]:
+Builder = Callable[[int], tuple[bytes, dict[str, str]]]
+
+
+def drive(url: str, path: str, build: Builder, expected: int, clients: int,
+          seconds: float, warmup: float) -> dict[str, float]:
     """`clients` threads, each a keep-alive connection sending one request after another (http.client: the
-    cheapest Python client, so that the load generator takes little of the machine's two cores)."""
+    cheapest Python client, so that the load generator takes little of the machine's two cores). `build(n)` gives
+    the n-th request's body and headers."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors: list[int] = []
@@ -78,7 +83,6 @@ def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, s
     start_at = time.perf_counter()
     measure_from = start_at + warmup
     stop_at = measure_from + seconds
-    encoded = [json.dumps(body, ensure_ascii=False) for body in bodies]
 
     def worker() -> None:
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -86,15 +90,13 @@ def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, s
         while True:
             if time.perf_counter() >= stop_at:
                 break
-            number = next(counter)
-            text = encoded[number % len(encoded)].replace('"transaction_id": "', f'"transaction_id": "B{number:09d}', 1)
+            body, headers = build(next(counter))
             sent = time.perf_counter()
-            connection.request("POST", path, body=text.encode("utf-8"),
-                               headers={"Content-Type": "application/json", **headers})
+            connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
             done = time.perf_counter()
-            if response.status != 201:
+            if response.status != expected:
                 errors.append(response.status)
                 if len(errors) <= 3:
                     print(f"  unexpected {response.status}: {payload[:300]!r}", file=sys.stderr)
@@ -117,6 +119,37 @@ def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, s
         "errors": len(errors),
         "count": count,
     }
+
+
+def rest_requests(bodies: list[dict[str, Any]], headers: dict[str, str]) -> Builder:
+    """The n-th JSON settle request: the bodies in turn, each with a new transaction id."""
+    encoded = [json.dumps(body, ensure_ascii=False) for body in bodies]
+    all_headers = {"Content-Type": "application/json", **headers}
+
+    def build(number: int) -> tuple[bytes, dict[str, str]]:
+        text = encoded[number % len(encoded)].replace('"transaction_id": "', f'"transaction_id": "B{number:09d}', 1)
+        return text.encode("utf-8"), all_headers
+
+    return build
+
+
+def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, str], clients: int,
+         seconds: float, warmup: float) -> dict[str, float]:
+    return drive(url, path, rest_requests(bodies, headers), 201, clients, seconds, warmup)
+
+
+def patient_bodies(persons: int) -> list[dict[str, Any]]:
+    """The example bill for `persons` distinct patients."""
+    from settlement.domain.idcard import check_character
+
+    template = json.loads((ROOT / "examples/requests/settle-dibao-county.json").read_text(encoding="utf-8"))
+    bodies = []
+    for index in range(persons):
+        body = copy.deepcopy(template)
+        first17 = f"611002{1950 + index % 50}0101{index // 50:03d}"
+        body["claim"]["patient"]["id_number"] = first17 + check_character(first17)
+        bodies.append(body)
+    return bodies
 
 
 def main() -> None:
@@ -148,15 +181,7 @@ def main() -> None:
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
                 "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
-        template = json.loads((ROOT / "examples/requests/settle-dibao-county.json").read_text(encoding="utf-8"))
-        from settlement.domain.idcard import check_character
-
-        bodies = []
-        for index in range(args.persons):
-            body = copy.deepcopy(template)
-            first17 = f"611002{1950 + index % 50}0101{index // 50:03d}"
-            body["claim"]["patient"]["id_number"] = first17 + check_character(first17)
-            bodies.append(body)
+        bodies = patient_bodies(args.persons)
         results = {}
         for label, factory, path, headers in (
             ("baseline (bare insert)", "benchmarks.bare_app:create", "/bare", {}),

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from settlement.config import Settings
-from settlement.db.engine import make_engine
+from settlement.db.engine import make_bookkeeping_engine, make_engine
 from settlement.db.migrate import upgrade
 from settlement.services import admin
 from settlement.services.auth import Caller
@@ -40,6 +40,12 @@ class Application:
     context: Context
     dialects: Registry
     cipher: Fernet
+    bookkeeping_engine: Engine | None = None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.bookkeeping_engine is not None:
+            self.bookkeeping_engine.dispose()
 
 
 def secret_key(settings: Settings) -> bytes:
@@ -77,7 +83,10 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,
     )
-    return Application(settings, engine, context, load_registry(settings.adapters_dir), credentials_cipher(settings))
+    bookkeeping = make_bookkeeping_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 2))
+    context.bookkeeping = bookkeeping
+    return Application(settings, engine, context, load_registry(settings.adapters_dir), credentials_cipher(settings),
+                       bookkeeping)
 
 
 SYSTEM = Caller(0, "admin", "system", None)

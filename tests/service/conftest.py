@@ -103,7 +103,7 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     application.context.clock = clock
     prepare(application)
     yield Service(application, clock, tmp_path)
-    application.engine.dispose()
+    application.dispose()
 
 
 @pytest.fixture

@@ -180,7 +180,7 @@ def serve(
     except ServiceError as error:
         errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
         raise typer.Exit(EXIT_TARIFF) from None
-    application.engine.dispose()
+    application.dispose()
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"serving on http://{bind_host}:{bind_port} (API docs at /docs), database "

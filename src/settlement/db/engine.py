@@ -33,6 +33,25 @@ def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -
     return engine
 
 
+def make_bookkeeping_engine(url: str, *, pool_size: int = 10) -> Engine | None:
+    """PostgreSQL only: an engine for bookkeeping rows (WS-Security nonces, the SOAP envelope log) that stand
+    alone: each statement commits by itself (one round trip, no BEGIN/COMMIT) and does not wait for the disk
+    (synchronous_commit off: a crash may lose the last fraction of a second of them, never money, which is
+    written by the main engine with full durability). SQLite has no such mode worth having: None."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return None
+    return create_engine(
+        parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=300,  # no ping per checkout: a stale connection fails one statement, which is retried
+        hide_parameters=True,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": "-c synchronous_commit=off -c TimeZone=UTC -c lock_timeout=5000"},
+    )
+
+
 def _sqlite_engine(url: str, lock_timeout_ms: int) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":

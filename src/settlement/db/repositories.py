@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -284,22 +284,6 @@ class Repository:
         return list(self.session.scalars(select(HospitalDialect.dialect).where(
             HospitalDialect.hospital_id == hospital_id).order_by(HospitalDialect.dialect)))
 
-    def relax_durability(self) -> None:
-        """This transaction's commit need not wait for the disk (PostgreSQL): for bookkeeping whose loss in a
-        crash costs nothing but a log line or a nonce's memory."""
-        if self.dialect == "postgresql":
-            self._core(text("SET LOCAL synchronous_commit = off"))
-
-    def add_nonce(self, hospital_id: int, nonce: str, seen_at: datetime) -> None:
-        """Raises IntegrityError when the nonce was seen already."""
-        self._core(_insert(NONCES), {"hospital_id": hospital_id, "nonce": nonce, "seen_at": seen_at})
-
-    def purge_nonces(self, before: datetime) -> None:
-        self._core(delete(NONCES).where(NONCES.c.seen_at < before))
-
-    def add_exchange(self, values: dict[str, Any]) -> None:
-        self._core(_insert(EXCHANGES), values)
-
     def exchanges(self, hospital_id: int | None = None) -> Sequence[SoapExchange]:
         query = select(SoapExchange).order_by(SoapExchange.id)
         if hospital_id is not None:
@@ -309,3 +293,18 @@ class Repository:
     def settlement_by_transaction(self, hospital_id: int, transaction_id: str) -> Settlement | None:
         return self.session.scalar(select(Settlement).where(Settlement.hospital_id == hospital_id,
                                                             Settlement.transaction_id == transaction_id))
+
+
+# Bookkeeping rows written on a connection of their own (settlement.db.engine.make_bookkeeping_engine)
+
+def add_nonce(connection: Connection, hospital_id: int, nonce: str, seen_at: datetime) -> None:
+    """Raises IntegrityError when the nonce was seen already."""
+    connection.execute(_insert(NONCES), {"hospital_id": hospital_id, "nonce": nonce, "seen_at": seen_at})
+
+
+def purge_nonces(connection: Connection, before: datetime) -> None:
+    connection.execute(delete(NONCES).where(NONCES.c.seen_at < before))
+
+
+def add_exchange(connection: Connection, values: dict[str, Any]) -> None:
+    connection.execute(_insert(EXCHANGES), values)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from sqlalchemy import Connection, Engine
 
 from settlement.services.uow import UnitOfWorkFactory
 from settlement.tariffstore import TariffStore
@@ -18,3 +21,17 @@ class Context:
     clock: Callable[[], datetime]
     quote_ttl_seconds: int = 15 * 60
     tariff_ids: dict[str, int] = field(default_factory=dict)  # sha256 -> tariff_versions.id, filled lazily
+    # Stand-alone bookkeeping rows (nonces, envelope log): statements that commit alone, without waiting for the
+    # disk, where the database offers it (see settlement.db.engine.make_bookkeeping_engine); else `uow`.
+    bookkeeping: Engine | None = None
+
+    @contextmanager
+    def bookkeeping_connection(self) -> Iterator[Connection]:
+        """A connection whose statements are committed when the block ends without an error."""
+        if self.bookkeeping is not None:
+            with self.bookkeeping.connect() as connection:  # autocommit: each statement commits alone
+                yield connection
+            return
+        with self.uow() as tx:
+            yield tx.session.connection()
+            tx.commit()

@@ -12,13 +12,16 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from settlement.db.models import HospitalDialect, SoapCredential
+from settlement.db.repositories import add_exchange, add_nonce, purge_nonces
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -107,26 +110,37 @@ class SoapPrincipals:
         return principal
 
 
+def _bookkeeping(context: Context, write: Callable[[Connection], None]) -> None:
+    """Run a bookkeeping write; once more on a connection found dead (the bookkeeping pool does not ping)."""
+    for attempt in (1, 2):
+        try:
+            with context.bookkeeping_connection() as connection:
+                write(connection)
+            return
+        except DBAPIError as error:
+            if not error.connection_invalidated or attempt == 2:
+                raise
+
+
 def remember_nonce(context: Context, hospital_id: int, nonce: str, window: timedelta) -> None:
     """Accept a nonce once within the window; a second use is refused. Old nonces are purged now and then."""
     now = context.clock()
+
+    def write(connection: Connection) -> None:
+        add_nonce(connection, hospital_id, nonce, now)
+        if secrets.randbelow(256) == 0:
+            purge_nonces(connection, now - 2 * window)
+
     try:
-        with context.uow() as tx:
-            tx.repo.relax_durability()
-            tx.repo.add_nonce(hospital_id, nonce, now)
-            if secrets.randbelow(256) == 0:
-                tx.repo.purge_nonces(now - 2 * window)
-            tx.commit()
+        _bookkeeping(context, write)
     except IntegrityError:
         raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED,
                            "this nonce was already used: every message needs a new nonce") from None
 
 
 def record_exchange(context: Context, values: dict[str, object]) -> None:
-    with context.uow() as tx:
-        tx.repo.relax_durability()
-        tx.repo.add_exchange({**values, "created_at": context.clock()})
-        tx.commit()
+    row = {**values, "created_at": context.clock()}
+    _bookkeeping(context, lambda connection: add_exchange(connection, row))
 
 
 def new_credentials_key() -> str:

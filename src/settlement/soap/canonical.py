@@ -19,6 +19,7 @@ Traces are left out of SOAP replies (they are served with the settlement over RE
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Any
@@ -30,24 +31,28 @@ OMITTED = frozenset({"trace"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
+def _name(element: etree._Element) -> str:
+    tag = element.tag
+    assert isinstance(tag, str)
+    return tag.rpartition("}")[2]  # canonical XML has no namespace; tolerate one
+
+
 def to_json(element: etree._Element) -> Any:
     """The JSON value an element of the canonical request spells."""
     children = [child for child in element if isinstance(child.tag, str)]
     if not children:
-        if etree.QName(element).localname in LISTS:
+        if _name(element) in LISTS:
             return []
         return element.text or ""
-    if all(etree.QName(child).localname == "item" for child in children):
+    names = [_name(child) for child in children]
+    if all(name == "item" for name in names):
         return [to_json(child) for child in children]
     result: dict[str, Any] = {}
-    for child in children:
-        name = child.get("key") if etree.QName(child).localname == "entry" else etree.QName(child).localname
-        value = to_json(child)
-        if value == "" and not len(child):
+    for name, child in zip(names, children, strict=True):
+        key = child.get("key") if name == "entry" else name
+        if key is None or (not len(child) and not child.text and name not in LISTS):
             continue  # an empty leaf is an absent field
-        if name is None:
-            continue
-        result[name] = value
+        result[key] = to_json(child)
     return result
 
 
@@ -56,20 +61,30 @@ def request_json(root: etree._Element) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _append(parent: etree._Element, name: str, value: Any) -> None:
-    if name in OMITTED:
-        return
-    child = etree.SubElement(parent, name) if _NAME.match(name) else etree.SubElement(parent, "entry", key=name)
-    fill(child, value)
+@functools.cache
+def _is_name(key: str) -> bool:
+    return _NAME.match(key) is not None
 
 
 def fill(element: etree._Element, value: Any) -> None:
+    sub = etree.SubElement
     if isinstance(value, dict):
         for key, item in value.items():
-            _append(element, str(key), item)
+            name = str(key)
+            if name in OMITTED:
+                continue
+            child = sub(element, name) if _is_name(name) else sub(element, "entry", key=name)
+            if isinstance(item, str):
+                child.text = item
+            else:
+                fill(child, item)
     elif isinstance(value, list):
         for item in value:
-            fill(etree.SubElement(element, "item"), item)
+            child = sub(element, "item")
+            if isinstance(item, str):
+                child.text = item
+            else:
+                fill(child, item)
     elif value is None:
         return
     elif isinstance(value, bool):
@@ -119,5 +134,9 @@ def result_xml(operation: str, status: int, body: dict[str, Any], replayed: bool
     if extra:
         fill(etree.SubElement(root, "derived"), extra)
     if request is not None:
-        fill(etree.SubElement(root, "request"), request)
+        # The echo is for what replies traditionally repeat (ids, names), not for the bill's lines.
+        claim = request.get("claim")
+        echo = {**request, "claim": {k: v for k, v in claim.items() if k != "lines"}} \
+            if isinstance(claim, dict) else request
+        fill(etree.SubElement(root, "request"), echo)
     return root

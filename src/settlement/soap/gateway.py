@@ -44,7 +44,8 @@ SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 FAULT_NS = "urn:settlement:soap:fault"
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
                         r"[0-9Xx](?![0-9A-Za-z])")
-_PASSWORD = re.compile(r"(<(?:[\w-]+:)?Password\b[^>]*>)[^<]*(<)|(\bpassword=\")[^\"]*(\")")
+_PASSWORD_ELEMENT = re.compile(r"(<(?:[\w-]+:)?Password\b[^>]*>)[^<]*")
+_PASSWORD_ATTRIBUTE = re.compile(r"(\bpassword=(?:\"|&quot;))[^\"&]*")
 
 
 class ReverseOne(ReverseRequest):
@@ -205,8 +206,11 @@ def mask(text: str, names: set[str]) -> str:
     for name in names:
         if name:
             text = text.replace(name, mask_name(name))
-    return _PASSWORD.sub(lambda m: f"{m.group(1)}***{m.group(2)}" if m.group(1) else f"{m.group(3)}***{m.group(4)}",
-                         text)
+    if "Password" in text:
+        text = _PASSWORD_ELEMENT.sub(r"\1***", text)
+    if "password=" in text:
+        text = _PASSWORD_ATTRIBUTE.sub(r"\1***", text)
+    return text
 
 
 

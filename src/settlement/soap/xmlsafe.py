@@ -15,10 +15,11 @@ Every refusal is an `XmlRejected` with a stable code and a message that never ec
 from __future__ import annotations
 
 import codecs
+import functools
 import re
+import threading
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
 
 from lxml import etree
 
@@ -146,28 +147,38 @@ def parse_text(text: str, limits: Limits, what: str = "body") -> etree._Element:
         raise XmlRejected(ServiceCode.XML_FORBIDDEN,
                           f"the {what} contains {what_found}: DTDs, entities and XInclude are not accepted")
     body = _DECLARATION_TEXT.sub("", text, count=1).encode("utf-8")
-    depth = 0
-    root: etree._Element | None = None
     try:
-        for event, element in etree.iterparse(
-                BytesIO(body), events=("start", "end"), encoding="utf-8", resolve_entities=False,
-                no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
-                remove_comments=True, remove_pis=True, collect_ids=False):
-            if event == "start":
-                depth += 1
-                if depth > limits.max_depth:
-                    raise XmlRejected(ServiceCode.XML_TOO_DEEP,
-                                      f"the {what} is nested deeper than {limits.max_depth} elements")
-                if root is None:
-                    root = element
-            else:
-                depth -= 1
+        root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as error:
         message = str(error.msg or "not well-formed").splitlines()[0][:160]
         raise XmlRejected(ServiceCode.XML_MALFORMED, f"the {what} is not well-formed XML: {message}") from None
-    if root is None:  # pragma: no cover - iterparse raises on an empty document
+    if root is None:  # pragma: no cover - the parser raises on an empty document
         raise XmlRejected(ServiceCode.XML_MALFORMED, f"the {what} is empty")
+    # One XPath evaluated in C: is there an element below the depth limit? (libxml2 itself stops at 256 levels,
+    # so the parse above is bounded too.)
+    if _deeper_than(limits.max_depth)(root):
+        raise XmlRejected(ServiceCode.XML_TOO_DEEP, f"the {what} is nested deeper than {limits.max_depth} elements")
     return root
+
+
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's parser: no DTD, no entity expansion, no network, no huge trees; comments and processing
+    instructions dropped."""
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = etree.XMLParser(encoding="utf-8", resolve_entities=False, no_network=True, load_dtd=False,
+                                 dtd_validation=False, huge_tree=False, remove_comments=True, remove_pis=True,
+                                 collect_ids=False)
+        _local.parser = parser
+    return parser
+
+
+@functools.cache
+def _deeper_than(depth: int) -> etree.XPath:
+    return etree.XPath("boolean(/" + "/".join(["*"] * (depth + 1)) + ")")
 
 
 def parse_body(data: bytes, content_type: str | None, limits: Limits) -> tuple[etree._Element, str, str]:

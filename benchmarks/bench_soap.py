@@ -1,0 +1,133 @@
+"""SOAP benchmark: settlements per second through the SOAP endpoint beside the REST API, in the same run.
+
+Both settle the same 24-line bill for the same patients on PostgreSQL with 32 concurrent clients; the SOAP
+requests are standard-dialect envelopes with a fresh WS-Security UsernameToken digest (new nonce) each, so every
+SOAP call pays for the parse, the schema check, both XSLT mappings, the digest, the nonce record and the envelope
+log. REST runs before and after SOAP and its mean is the reference. Target (issue 4): SOAP at least 70% of REST.
+
+Run: `.venv/bin/python benchmarks/bench_soap.py [--seconds 20 --clients 32 --workers 2 --dialect standard]`.
+It creates and drops its own database (SETTLEMENT_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from xml.sax.saxutils import escape
+
+import psycopg
+
+from benchmarks.bench_service import PG_ADMIN, ROOT, Builder, drive, patient_bodies, rest_requests, start, stop
+from settlement.soap.wsse import DIGEST_TYPE, WSSE, WSU, password_digest
+
+STANDARD = "urn:settlement:soap:v1"
+
+
+def settle_element(request: dict[str, Any]) -> str:
+    """A standard-dialect SettleRequest for a REST settle body (message id left as a placeholder)."""
+    claim = request["claim"]
+    visit, patient = claim["visit"], claim["patient"]
+    lines = "".join(
+        f"<line><id>{line['id']}</id><code>{line['code']}</code><name>{escape(line['name'])}</name>"
+        f"<quantity>{line['quantity']}</quantity><unitPrice>{line['unit_price']}</unitPrice>"
+        f"<amount>{line['amount']}</amount></line>" for line in claim["lines"])
+    return (
+        f'<SettleRequest xmlns="{STANDARD}"><messageId>MESSAGE_ID</messageId><claim>'
+        f"<hospital><code>{claim['hospital']['code']}</code><level>{claim['hospital']['level']}</level></hospital>"
+        f"<visit><id>{visit['id']}</id><type>{visit['type']}</type><admissionDate>{visit['admission_date']}"
+        f"</admissionDate><dischargeDate>{visit['discharge_date']}</dischargeDate><settledAt>{visit['settled_at']}"
+        f"</settledAt></visit><patient><idNumber>{patient['id_number']}</idNumber><name>{patient['name']}</name>"
+        f"<scheme>{patient['scheme']}</scheme><region>{patient['region']}</region></patient>"
+        f"<lines>{lines}</lines></claim></SettleRequest>")
+
+
+def soap_requests(bodies: list[dict[str, Any]], username: str, password: str) -> Builder:
+    elements = [settle_element(body) for body in bodies]
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{STANDARD}/Settle"'}
+
+    def build(number: int) -> tuple[bytes, dict[str, str]]:
+        nonce = os.urandom(16)
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        digest = base64.b64encode(password_digest(nonce, created, password)).decode()
+        header = (f'<soap:Header><wsse:Security xmlns:wsse="{WSSE}" xmlns:wsu="{WSU}"><wsse:UsernameToken>'
+                  f'<wsse:Username>{username}</wsse:Username><wsse:Password Type="{DIGEST_TYPE}">{digest}'
+                  f"</wsse:Password><wsse:Nonce>{base64.b64encode(nonce).decode()}</wsse:Nonce>"
+                  f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security></soap:Header>")
+        body = elements[number % len(elements)].replace("MESSAGE_ID", f"S{number:09d}", 1)
+        envelope = (f'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope '
+                    f'xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">{header}<soap:Body>{body}</soap:Body>'
+                    "</soap:Envelope>")
+        return envelope.encode("utf-8"), headers
+
+    return build
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "settlement.cli.main", *args], env=env, check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--persons", type=int, default=2000)
+    args = parser.parse_args()
+
+    name = f"settlement_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    data_dir = ROOT / "var" / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"),
+           "SETTLEMENT_SECRET_KEY": "bench", "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20",
+           "PYTHONPATH": str(ROOT)}
+    results: dict[str, dict[str, float]] = {}
+    try:
+        cli(env, "db", "upgrade")
+        code = "H61100200011"
+        added = cli(env, "hospitals", "add", code, "商州区人民医院", "--level", "county", "--region", "611002")
+        key = added.split()[-1]
+        cli(env, "hospitals", "bind", code, "standard")
+        password = cli(env, "hospitals", "soap-password", code).split()[-1]
+        bodies = patient_bodies(args.persons)
+        process, url = start("settlement.api.asgi:create", env, args.workers)
+        try:
+            rest = rest_requests(bodies, {"Authorization": f"Bearer {key}"})
+            results["REST settle (before)"] = drive(url, "/v1/settlements", rest, 201, args.clients, args.seconds,
+                                                    args.warmup)
+            results["SOAP settle"] = drive(url, "/soap", soap_requests(bodies, code, password), 200, args.clients,
+                                           args.seconds, args.warmup)
+            rest_after = rest_requests(bodies, {"Authorization": f"Bearer {key}"})
+            results["REST settle (after)"] = drive(url, "/v1/settlements", lambda n: rest_after(n + 10**8), 201,
+                                                   args.clients, args.seconds, args.warmup)
+        finally:
+            stop(process)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured each, "
+          f"PostgreSQL, 24-line bills over {args.persons} patients")
+    for label, figures in results.items():
+        print(f"{label:22} {figures['rps']:8.1f} req/s   p50 {figures['p50_ms']:6.1f} ms   "
+              f"p99 {figures['p99_ms']:6.1f} ms   errors {figures['errors']:.0f}")
+    rest_rps = (results["REST settle (before)"]["rps"] + results["REST settle (after)"]["rps"]) / 2
+    ratio = results["SOAP settle"]["rps"] / rest_rps
+    print(f"ratio SOAP / REST: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'})")
+    print(json.dumps({"ratio": round(ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()
