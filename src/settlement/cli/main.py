@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from settlement.domain.errors import SettlementError, TariffError
@@ -146,11 +147,18 @@ def tariffs_list(tariffs: TariffsOption = None) -> None:
 def _application(migrate: bool = True) -> Application:
     from settlement.bootstrap import build
     from settlement.config import Settings
+    from settlement.soap.dialects import DialectError
 
     try:
         return build(Settings(), migrate=migrate)
     except TariffError as error:
         raise _fail(error, EXIT_TARIFF) from None
+    except DialectError as error:
+        errors.print(f"[bold red]DIALECT_INVALID[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
 
 
 @app.command()
@@ -326,7 +334,7 @@ def soap_map(envelope: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
         dialect, _, element = locate(registry, root, None)
         code, operation, request = read_message(dialect, element, Limits())
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False, markup=False)
+        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
         raise typer.Exit(EXIT_REJECTED) from None
     print(json.dumps({"dialect": dialect.name, "code": code, "operation": operation, "request": request},
                      ensure_ascii=False, indent=2))

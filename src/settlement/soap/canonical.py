@@ -31,21 +31,15 @@ OMITTED = frozenset({"trace"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
-def _name(element: etree._Element) -> str:
-    tag = element.tag
-    assert isinstance(tag, str)
-    return tag.rpartition("}")[2]  # canonical XML has no namespace; tolerate one
-
-
 def to_json(element: etree._Element) -> Any:
     """The JSON value an element of the canonical request spells."""
-    children = [child for child in element if isinstance(child.tag, str)]
+    children = list(element.iterchildren(etree.Element))  # elements only, filtered in C
     if not children:
-        if _name(element) in LISTS:
+        if _local_name(element.tag) in LISTS:
             return []
         return element.text or ""
-    names = [_name(child) for child in children]
-    if all(name == "item" for name in names):
+    names = [_local_name(child.tag) for child in children]
+    if names.count("item") == len(names):
         return [to_json(child) for child in children]
     result: dict[str, Any] = {}
     for name, child in zip(names, children, strict=True):
@@ -54,6 +48,11 @@ def to_json(element: etree._Element) -> Any:
             continue  # an empty leaf is an absent field
         result[key] = to_json(child)
     return result
+
+
+@functools.cache
+def _local_name(tag: object) -> str:
+    return str(tag).rpartition("}")[2]  # canonical XML has no namespace; tolerate one
 
 
 def request_json(root: etree._Element) -> dict[str, Any]:
