@@ -34,6 +34,8 @@ class MessageSpec(_Strict):
     schema_file: str = Field(alias="schema", description="XSD of the message")
     operation_on: Literal["element", "message"] = "element"
     operation: str = Field(description="XPath 1.0 expression giving the operation code, e.g. local-name(.)")
+    message_id: str | None = Field(default=None, description="XPath on the message giving the caller's message id "
+                                   "for operations without a key (echoed in replies and the envelope log)")
 
 
 class ReplySpec(_Strict):
@@ -82,8 +84,10 @@ class Dialect:
         self._compiled()
         try:
             self._operation_xpath = etree.XPath(manifest.message.operation)
+            self._message_id_xpath = etree.XPath(manifest.message.message_id) if manifest.message.message_id \
+                else None
         except etree.XPathSyntaxError as error:
-            raise DialectError(f"{folder.name}: the operation XPath is invalid: {error}") from None
+            raise DialectError(f"{folder.name}: an XPath of the manifest is invalid: {error}") from None
 
     @property
     def qualified_elements(self) -> list[str]:
@@ -117,6 +121,14 @@ class Dialect:
         if isinstance(value, list):
             value = value[0] if value else ""
         return str(value).strip()
+
+    def message_id(self, message: etree._Element) -> str | None:
+        if self._message_id_xpath is None:
+            return None
+        value: Any = self._message_id_xpath(message)
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        return str(value).strip()[:64] or None
 
     def operation(self, code: str) -> Operation | None:
         return self.manifest.operations.get(code)

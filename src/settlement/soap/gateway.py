@@ -106,6 +106,11 @@ class Gateway:
         except (XmlRejected, ServiceError, SettlementError) as error:
             answer = fault(error, exchange.dialect)
             outcome = str(error.code)
+        except Exception as error:  # a bug: a Server fault, and only the exception's type is logged
+            log.error("unexpected %s while handling a SOAP request", type(error).__name__)
+            problem = {"code": "INTERNAL_ERROR", "detail": "an unexpected error; retry with the same message id"}
+            answer = render_fault(problem, exchange.dialect)
+            outcome = "INTERNAL_ERROR"
         if exchange.hospital_id is not None and exchange.dialect is not None:
             self._store(exchange, answer, outcome)
         return answer
@@ -128,7 +133,16 @@ class Gateway:
         remember_nonce(self.context, caller.hospital_id, token.nonce_key, self.window)
         exchange.hospital_id = caller.hospital_id
 
-        code, operation, request = read_message(dialect, element, self.limits, exchange)
+        try:
+            code, operation, request = read_message(dialect, element, self.limits, exchange)
+        except (XmlRejected, ServiceError) as error:
+            if dialect.manifest.errors == "fault":
+                raise
+            # The dialect answers its own failures: an unknown trade code or a message its schema refuses is
+            # told in its reply codes too, now that the caller is known.
+            _, problem = problem_body(error)
+            return render_reply(dialect, exchange.operation, problem["status"], problem, False, exchange.code,
+                                exchange.message_id or "", None)
         try:
             reply, settlement_id = self._operations[operation](caller, request)
         except (ServiceError, SettlementError) as error:
@@ -259,6 +273,7 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
     code = dialect.operation_code(element if spec.operation_on == "element" else message)
     if exchange is not None:
         exchange.code = code[:32]
+        exchange.message_id = dialect.message_id(message)
     operation = dialect.operation(code)
     if operation is None:
         raise ServiceError(ServiceCode.OPERATION_UNKNOWN,
@@ -272,7 +287,7 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
                            f"the message does not match the {dialect.name} schema: {problems[0]}")
     request = canonical.request_json(dialect.to_canonical(message, code, operation))
     if exchange is not None:
-        exchange.message_id = str(request.get("transaction_id") or "")[:64] or None
+        exchange.message_id = str(request.get("transaction_id") or "")[:64] or exchange.message_id
         claim = request.get("claim")
         patient = claim.get("patient") if isinstance(claim, dict) else None
         if isinstance(patient, dict) and patient.get("name"):
