@@ -56,6 +56,8 @@ class Manifest(_Strict):
     request_mapping: str
     reply_mapping: str
     reply: ReplySpec = ReplySpec()
+    personal: list[str] = Field(default_factory=list, description="local names of message elements holding a "
+                                "person's name: masked in the envelope log even when the message cannot be mapped")
     errors: Literal["fault", "reply"] = Field(
         default="fault", description="business failures as SOAP faults, or in the dialect's own reply codes")
 

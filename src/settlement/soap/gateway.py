@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -75,6 +76,10 @@ class _Exchange:
     message_id: str | None = None
     settlement_id: str | None = None
     names: set[str] = field(default_factory=set)
+    outcome: str = "ok"  # ok | replayed | the code of a failure answered in the dialect's reply
+    envelope: etree._Element | None = None
+    holder: etree._Element | None = None  # the element whose text is the message, for string dialects
+    message: etree._Element | None = None
 
 
 def _local(element: etree._Element) -> str:
@@ -102,7 +107,7 @@ class Gateway:
         exchange = _Exchange()
         try:
             answer = self._handle(raw, content_type, content_encoding, path_dialect, exchange)
-            outcome = "ok"
+            outcome = exchange.outcome
         except (XmlRejected, ServiceError, SettlementError) as error:
             answer = fault(error, exchange.dialect)
             outcome = str(error.code)
@@ -118,6 +123,7 @@ class Gateway:
     def _handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                 path_dialect: str | None, exchange: _Exchange) -> Answer:
         envelope, exchange.text = parse_envelope(raw, content_type, content_encoding, self.limits)
+        exchange.envelope = envelope
         dialect, header, element = locate(self.registry, envelope, path_dialect)
         exchange.dialect = dialect
 
@@ -135,12 +141,15 @@ class Gateway:
 
         try:
             code, operation, request = read_message(dialect, element, self.limits, exchange)
-        except (XmlRejected, ServiceError) as error:
-            if dialect.manifest.errors == "fault":
+        except ServiceError as error:
+            # Hostile or broken XML and unknown trade codes are Client faults in every dialect; a dialect that
+            # answers its own failures tells a message its schema refuses in its reply codes.
+            if dialect.manifest.errors == "fault" or error.code != ServiceCode.MESSAGE_INVALID:
                 raise
             # The dialect answers its own failures: an unknown trade code or a message its schema refuses is
             # told in its reply codes too, now that the caller is known.
             _, problem = problem_body(error)
+            exchange.outcome = str(error.code)
             return render_reply(dialect, exchange.operation, problem["status"], problem, False, exchange.code,
                                 exchange.message_id or "", None)
         try:
@@ -151,6 +160,10 @@ class Gateway:
             status, problem = problem_body(error)
             reply, settlement_id = Reply(status, json.dumps(problem, ensure_ascii=False)), None
         answer: dict[str, Any] = json.loads(reply.body)
+        if reply.status >= 400:
+            exchange.outcome = str(answer.get("code", "ERROR"))
+        elif reply.replayed:
+            exchange.outcome = "replayed"
         exchange.settlement_id = settlement_id or answer.get("settlement_id") or request.get("settlement_id")
         return render_reply(dialect, operation, reply.status, answer, reply.replayed, code,
                             exchange.message_id or "", request)
@@ -208,10 +221,49 @@ class Gateway:
                 "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
                 "operation": exchange.operation or "-", "code": exchange.code or "-",
                 "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
-                "outcome": outcome[:64], "request": mask(exchange.text, exchange.names),
-                "reply": mask(reply_text, exchange.names)})
+                "outcome": outcome[:64], "request": masked_request(exchange),
+                "reply": mask(reply_text, exchange.names | _charref_forms(exchange.names,
+                                                                            exchange.dialect.reply_codec))})
         except Exception as error:  # the answer is given regardless; losing a log row is not losing money
             log.error("could not store a SOAP exchange: %s", type(error).__name__)
+
+
+def _charref_forms(names: set[str], codec: str) -> set[str]:
+    """Names as the reply's encoding writes them when they hold characters it lacks (&#NNNN; references)."""
+    return {name.encode(codec, "xmlcharrefreplace").decode(codec) for name in names} - names
+
+
+def mask_tree(root: etree._Element, names: set[str], personal: frozenset[str]) -> etree._Element:
+    """A masked copy of a parsed document: every text and attribute value (character references already
+    resolved, CDATA already unwrapped) has its ID numbers and known names masked; passwords and the elements the
+    dialect names personal are replaced outright."""
+    copy = deepcopy(root)
+    for element in copy.iter(etree.Element):
+        local = str(element.tag).rpartition("}")[2]
+        if local in ("Password", "Nonce") or local in personal:
+            element.text = "***" if local in ("Password", "Nonce") else mask_name(element.text or "")
+        elif element.text:
+            element.text = mask(element.text, names)
+        if element.tail and not element.tail.isspace():
+            element.tail = mask(element.tail, names)
+        for key, value in element.attrib.items():
+            element.set(key, "***" if key.lower() == "password" else mask(str(value), names))
+    return copy
+
+
+def masked_request(exchange: _Exchange) -> str:
+    """The request envelope as stored: re-serialised from its parsed tree with personal data masked; a message
+    carried as a string is masked as a document of its own and put back in its place."""
+    if exchange.envelope is None or exchange.dialect is None:  # pragma: no cover - stored only once parsed
+        return ""
+    personal = frozenset(exchange.dialect.manifest.personal)
+    envelope = mask_tree(exchange.envelope, exchange.names, personal)
+    if exchange.holder is not None and exchange.message is not None:
+        path = exchange.envelope.getroottree().getpath(exchange.holder)
+        found = envelope.getroottree().xpath(path)
+        if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+            found[0].text = etree.tostring(mask_tree(exchange.message, exchange.names, personal), encoding="unicode")
+    return etree.tostring(envelope, encoding="unicode")
 
 
 def mask(text: str, names: set[str]) -> str:
@@ -270,6 +322,10 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
         if holder is None or not (holder.text or "").strip():
             raise ServiceError(ServiceCode.MESSAGE_INVALID, f"{spec.string} is missing or empty")
         message = parse_text(holder.text or "", limits, spec.string)
+        if exchange is not None:
+            exchange.holder = holder
+    if exchange is not None:
+        exchange.message = message
     code = dialect.operation_code(element if spec.operation_on == "element" else message)
     if exchange is not None:
         exchange.code = code[:32]
@@ -281,10 +337,8 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
                            f"{', '.join(sorted(dialect.manifest.operations))}")
     if exchange is not None:
         exchange.operation = operation
-    problems = dialect.validate(message)
-    if problems:
-        raise ServiceError(ServiceCode.MESSAGE_INVALID,
-                           f"the message does not match the {dialect.name} schema: {problems[0]}")
+    # Mapped before the schema check, so that even a refused message's patient name is known to the masking of
+    # the envelope log (a mapping only selects, it cannot be harmed by an invalid message).
     request = canonical.request_json(dialect.to_canonical(message, code, operation))
     if exchange is not None:
         exchange.message_id = str(request.get("transaction_id") or "")[:64] or exchange.message_id
@@ -292,6 +346,10 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
         patient = claim.get("patient") if isinstance(claim, dict) else None
         if isinstance(patient, dict) and patient.get("name"):
             exchange.names.add(str(patient["name"]))
+    problems = dialect.validate(message)
+    if problems:
+        raise ServiceError(ServiceCode.MESSAGE_INVALID,
+                           f"the message does not match the {dialect.name} schema: {problems[0]}")
     return code, operation, request
 
 

@@ -34,6 +34,10 @@ _FORBIDDEN = re.compile(r"<!DOCTYPE|<!ENTITY|<!ELEMENT|<!ATTLIST|http://www\.w3\
 _GB_FAMILY = {"gb2312", "gbk", "gb18030", "cp936", "euc-cn", "euc_cn", "x-gbk", "936", "ms936"}
 
 
+_NOT_DOCUMENT_ENCODINGS = frozenset({"undefined", "punycode", "idna", "raw-unicode-escape", "unicode-escape",
+                                     "mbcs", "oem", "charmap"})
+
+
 class XmlRejected(ServiceError):
     """A body refused before its content was trusted: always a Client fault, never recorded."""
 
@@ -76,9 +80,14 @@ def _codec(label: str, what: str) -> str:
     if name in _GB_FAMILY:
         return "gb18030"
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
-        raise XmlRejected(ServiceCode.ENCODING_UNSUPPORTED, f"unknown encoding {label[:40]!r} in the {what}") from None
+        info = None
+    # Python also names transforms (rot13, base64, zlib...) and oddities (undefined, punycode, idna) codecs:
+    # only text encodings a document can be written in are accepted.
+    if info is None or not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS:
+        raise XmlRejected(ServiceCode.ENCODING_UNSUPPORTED, f"unknown encoding {label[:40]!r} in the {what}")
+    return info.name
 
 
 def charset_of(content_type: str | None) -> str | None:
@@ -114,12 +123,16 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
     codec = bom_codec or declared or sent or "utf-8"
     try:
         text = data.decode(codec)
-    except UnicodeDecodeError as error:
+    except UnicodeError as error:
+        position = f" (byte {error.start})" if isinstance(error, UnicodeDecodeError) else ""
+        if not codec.startswith("utf") and _decodes(data, "utf-8"):
+            raise XmlRejected(ServiceCode.ENCODING_MISMATCH,
+                              f"the body is labelled {declared_label or charset} but its bytes are UTF-8") from None
         hint = ""
         if codec == "utf-8" and _decodes(data, "gb18030"):
             hint = "; it looks like GBK: declare encoding=\"GBK\""
         raise XmlRejected(ServiceCode.ENCODING_INVALID,
-                          f"the body is not valid {codec} (byte {error.start}){hint}") from None
+                          f"the body is not valid {codec}{position}{hint}") from None
     if codec not in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii") and not data.isascii() \
             and _decodes(data, "utf-8"):
         # Multi-byte GB text is almost never valid UTF-8, so UTF-8 bytes labelled GBK are a mislabelled body,
@@ -132,7 +145,7 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
 def _decodes(data: bytes, codec: str) -> bool:
     try:
         data.decode(codec)
-    except UnicodeDecodeError:
+    except UnicodeError:
         return False
     return True
 
@@ -151,6 +164,9 @@ def parse_text(text: str, limits: Limits, what: str = "body") -> etree._Element:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as error:
         message = str(error.msg or "not well-formed").splitlines()[0][:160]
+        if "Excessive depth" in message:  # libxml2's own limit (256 levels) came before ours
+            raise XmlRejected(ServiceCode.XML_TOO_DEEP,
+                              f"the {what} is nested deeper than {limits.max_depth} elements") from None
         raise XmlRejected(ServiceCode.XML_MALFORMED, f"the {what} is not well-formed XML: {message}") from None
     if root is None:  # pragma: no cover - the parser raises on an empty document
         raise XmlRejected(ServiceCode.XML_MALFORMED, f"the {what} is empty")
