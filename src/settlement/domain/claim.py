@@ -101,6 +101,11 @@ _SCHEMES = frozenset(Scheme)
 _VISIT_TYPES = frozenset(VisitType)
 
 
+def _choices(values: frozenset[str]) -> str:
+    """The accepted values as plain words (an enum's repr would reach hospitals' screens)."""
+    return ", ".join(sorted(str(value) for value in values))
+
+
 def claim_problems(claim: Claim) -> list[Problem]:
     """Every reason the claim cannot be settled, in document order; an empty list means it is well formed."""
     problems: list[Problem] = []
@@ -110,11 +115,11 @@ def claim_problems(claim: Claim) -> list[Problem]:
 
     if claim.hospital.level not in _LEVELS:
         add(ErrorCode.CLAIM_UNKNOWN_LEVEL, "hospital.level",
-            f"unknown hospital level {claim.hospital.level!r}; expected one of {sorted(_LEVELS)}")
+            f"unknown hospital level {claim.hospital.level!r}; expected one of {_choices(_LEVELS)}")
     visit = claim.visit
     if visit.type not in _VISIT_TYPES:
         add(ErrorCode.CLAIM_UNKNOWN_VISIT_TYPE, "visit.type",
-            f"unknown visit type {visit.type!r}; expected one of {sorted(_VISIT_TYPES)}")
+            f"unknown visit type {visit.type!r}; expected one of {_choices(_VISIT_TYPES)}")
     if visit.discharge_date < visit.admission_date:
         add(ErrorCode.CLAIM_DATES_OUT_OF_ORDER, "visit.discharge_date",
             f"discharge {visit.discharge_date} is before admission {visit.admission_date}")
@@ -125,7 +130,7 @@ def claim_problems(claim: Claim) -> list[Problem]:
     patient = claim.patient
     if patient.scheme not in _SCHEMES:
         add(ErrorCode.CLAIM_UNKNOWN_SCHEME, "patient.scheme",
-            f"unknown insurance scheme {patient.scheme!r}; expected one of {sorted(_SCHEMES)}")
+            f"unknown insurance scheme {patient.scheme!r}; expected one of {_choices(_SCHEMES)}")
     reason = id_number_problem(patient.id_number)
     if reason is not None:
         add(ErrorCode.CLAIM_INVALID_ID_NUMBER, "patient.id_number", reason)

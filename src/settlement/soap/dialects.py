@@ -9,6 +9,7 @@ a folder; the test suite runs every folder's examples.
 
 from __future__ import annotations
 
+import codecs
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from settlement.services.errors import ServiceCode, ServiceError
 
 OPERATIONS = ("eligibility", "quote", "settle", "reverse", "cancel", "get")
 Operation = Literal["eligibility", "quote", "settle", "reverse", "cancel", "get"]
@@ -97,9 +100,12 @@ class Dialect:
 
     @cached_property
     def reply_codec(self) -> str:
+        """The codec replies are written with: exactly the labelled encoding (a GBK reply holds GBK bytes only;
+        other characters become &#NNNN; references), though requests labelled GBK are read as GB 18030."""
         from settlement.soap.xmlsafe import _codec  # the same label rules as requests
 
-        return _codec(self.manifest.encoding, "dialect manifest")
+        _codec(self.manifest.encoding, "dialect manifest")  # refuses unknown labels
+        return codecs.lookup(self.manifest.encoding).name
 
     def _compiled(self) -> tuple[etree.XSLT, etree.XSLT, etree.XMLSchema]:
         cached: tuple[etree.XSLT, etree.XSLT, etree.XMLSchema] | None = getattr(self._local, "compiled", None)
@@ -143,11 +149,17 @@ class Dialect:
         return [f"line {entry.line}: {_without_values(entry.message)}" for entry in _entries(schema.error_log)[:5]]
 
     def to_canonical(self, message: etree._Element, code: str, operation: str) -> etree._Element:
-        result = self._compiled()[0](message, code=etree.XSLT.strparam(code),
-                                     operation=etree.XSLT.strparam(operation))
+        """The canonical request; a message the mapping cannot read (it produces nothing, or stops with
+        xsl:message terminate) is refused as MESSAGE_INVALID."""
+        try:
+            result = self._compiled()[0](message, code=etree.XSLT.strparam(code),
+                                         operation=etree.XSLT.strparam(operation))
+        except etree.XSLTApplyError as error:
+            raise ServiceError(ServiceCode.MESSAGE_INVALID,
+                               f"the {self.name} mapping cannot read this message: {str(error)[:160]}") from None
         root = result.getroot()
         if root is None:
-            raise DialectError(f"{self.name}: the request mapping produced nothing")
+            raise ServiceError(ServiceCode.MESSAGE_INVALID, f"the {self.name} mapping cannot read this message")
         return root
 
     def from_canonical(self, result: etree._Element, code: str, message_id: str) -> etree._Element:

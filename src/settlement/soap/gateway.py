@@ -259,10 +259,10 @@ def masked_request(exchange: _Exchange) -> str:
     personal = frozenset(exchange.dialect.manifest.personal)
     envelope = mask_tree(exchange.envelope, exchange.names, personal)
     if exchange.holder is not None and exchange.message is not None:
-        path = exchange.envelope.getroottree().getpath(exchange.holder)
-        found = envelope.getroottree().xpath(path)
-        if isinstance(found, list) and found and isinstance(found[0], etree._Element):
-            found[0].text = etree.tostring(mask_tree(exchange.message, exchange.names, personal), encoding="unicode")
+        # The same place in the copy: an ElementPath with {namespace} names needs no prefix mapping.
+        found = envelope.find(exchange.envelope.getroottree().getelementpath(exchange.holder))
+        if found is not None:
+            found.text = etree.tostring(mask_tree(exchange.message, exchange.names, personal), encoding="unicode")
     return etree.tostring(envelope, encoding="unicode")
 
 
@@ -379,7 +379,9 @@ def render_reply(dialect: Dialect, operation: str, status: int, body: dict[str, 
     if reply.element is not None and reply.string is not None:
         namespace = dialect.manifest.namespace
         wrapper = etree.Element(f"{{{namespace}}}{reply.element}", nsmap={"ns": namespace})
-        holder = etree.SubElement(wrapper, f"{{{namespace}}}{reply.string}")
+        # rpc/literal parts are unqualified (WS-I Basic Profile R2735); a document-style wrapper's are not.
+        part = reply.string if dialect.manifest.soap_style == "rpc" else f"{{{namespace}}}{reply.string}"
+        holder = etree.SubElement(wrapper, part)
         document = etree.tostring(payload, encoding="unicode")
         holder.text = f'<?xml version="1.0" encoding="{dialect.manifest.encoding}"?>{document}'
         payload = wrapper
