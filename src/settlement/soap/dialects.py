@@ -10,6 +10,7 @@ a folder; the test suite runs every folder's examples.
 from __future__ import annotations
 
 import codecs
+import re
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -97,6 +98,14 @@ class Dialect:
     @property
     def qualified_elements(self) -> list[str]:
         return [f"{{{self.manifest.namespace}}}{local}" for local in self.manifest.message.elements]
+
+    @cached_property
+    def personal_pattern(self) -> re.Pattern[str] | None:
+        """The text of the manifest's personal elements, plain (<name>) or escaped inside a string (&lt;name&gt;)."""
+        if not self.manifest.personal:
+            return None
+        names = "|".join(re.escape(name) for name in self.manifest.personal)
+        return re.compile(rf"((?:<|&lt;)(?:[\w-]+:)?(?:{names})(?:\s[^>&]*)?(?:>|&gt;))([^<&]*)")
 
     @cached_property
     def reply_codec(self) -> str:

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -45,7 +44,7 @@ SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 FAULT_NS = "urn:settlement:soap:fault"
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
                         r"[0-9Xx](?![0-9A-Za-z])")
-_PASSWORD_ELEMENT = re.compile(r"(<(?:[\w-]+:)?Password\b[^>]*>)[^<]*")
+_SECRET_ELEMENT = re.compile(r"(<(?:[\w-]+:)?(?:Password|Nonce)\b[^>]*>)[^<]*")
 _PASSWORD_ATTRIBUTE = re.compile(r"(\bpassword=(?:\"|&quot;))[^\"&]*")
 
 
@@ -233,49 +232,38 @@ def _charref_forms(names: set[str], codec: str) -> set[str]:
     return {name.encode(codec, "xmlcharrefreplace").decode(codec) for name in names} - names
 
 
-def mask_tree(root: etree._Element, names: set[str], personal: frozenset[str]) -> etree._Element:
-    """A masked copy of a parsed document: every text and attribute value (character references already
-    resolved, CDATA already unwrapped) has its ID numbers and known names masked; passwords and the elements the
-    dialect names personal are replaced outright."""
-    copy = deepcopy(root)
-    for element in copy.iter(etree.Element):
-        local = str(element.tag).rpartition("}")[2]
-        if local in ("Password", "Nonce") or local in personal:
-            element.text = "***" if local in ("Password", "Nonce") else mask_name(element.text or "")
-        elif element.text:
-            element.text = mask(element.text, names)
-        if element.tail and not element.tail.isspace():
-            element.tail = mask(element.tail, names)
-        for key, value in element.attrib.items():
-            element.set(key, "***" if key.lower() == "password" else mask(str(value), names))
-    return copy
-
-
 def masked_request(exchange: _Exchange) -> str:
-    """The request envelope as stored: re-serialised from its parsed tree with personal data masked; a message
-    carried as a string is masked as a document of its own and put back in its place."""
+    """The request envelope as stored: serialised from its parsed tree (so character references are resolved and
+    CDATA unwrapped before masking), with ID numbers, known names, passwords and the dialect's personal elements
+    masked; a message carried as a string is masked as a document of its own first."""
     if exchange.envelope is None or exchange.dialect is None:  # pragma: no cover - stored only once parsed
         return ""
-    personal = frozenset(exchange.dialect.manifest.personal)
-    envelope = mask_tree(exchange.envelope, exchange.names, personal)
-    if exchange.holder is not None and exchange.message is not None:
-        # The same place in the copy: an ElementPath with {namespace} names needs no prefix mapping.
-        found = envelope.find(exchange.envelope.getroottree().getelementpath(exchange.holder))
-        if found is not None:
-            found.text = etree.tostring(mask_tree(exchange.message, exchange.names, personal), encoding="unicode")
-    return etree.tostring(envelope, encoding="unicode")
+    personal = exchange.dialect.personal_pattern
+    holder, message = exchange.holder, exchange.message
+    original = holder.text if holder is not None else None
+    if holder is not None and message is not None:
+        holder.text = mask(etree.tostring(message, encoding="unicode"), exchange.names, personal)
+    try:
+        text = etree.tostring(exchange.envelope, encoding="unicode")
+    finally:
+        if holder is not None:
+            holder.text = original
+    return mask(text, exchange.names, personal)
 
 
-def mask(text: str, names: set[str]) -> str:
-    """An envelope with ID numbers, known names and passwords masked (in raw and in escaped inner XML)."""
+def mask(text: str, names: set[str], personal: re.Pattern[str] | None = None) -> str:
+    """A serialised envelope with ID numbers, known names, passwords, nonces and the text of the dialect's
+    personal elements masked (in plain and in escaped inner XML alike)."""
     text = _ID_NUMBER.sub(lambda match: mask_id_number(match.group(0)), text)
     for name in names:
         if name:
             text = text.replace(name, mask_name(name))
-    if "Password" in text:
-        text = _PASSWORD_ELEMENT.sub(r"\1***", text)
+    if "Password" in text or "Nonce" in text:
+        text = _SECRET_ELEMENT.sub(r"\1***", text)
     if "password=" in text:
         text = _PASSWORD_ATTRIBUTE.sub(r"\1***", text)
+    if personal is not None:
+        text = personal.sub(lambda match: match.group(1) + mask_name(match.group(2)), text)
     return text
 
 

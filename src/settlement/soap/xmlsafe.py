@@ -125,7 +125,7 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
         text = data.decode(codec)
     except UnicodeError as error:
         position = f" (byte {error.start})" if isinstance(error, UnicodeDecodeError) else ""
-        if not codec.startswith("utf") and _decodes(data, "utf-8"):
+        if not codec.startswith("utf") and _reads_as_utf8_chinese(data):
             raise XmlRejected(ServiceCode.ENCODING_MISMATCH,
                               f"the body is labelled {declared_label or charset} but its bytes are UTF-8") from None
         hint = ""
@@ -133,13 +133,30 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
             hint = "; it looks like GBK: declare encoding=\"GBK\""
         raise XmlRejected(ServiceCode.ENCODING_INVALID,
                           f"the body is not valid {codec}{position}{hint}") from None
-    if codec not in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii") and not data.isascii() \
-            and _decodes(data, "utf-8"):
-        # Multi-byte GB text is almost never valid UTF-8, so UTF-8 bytes labelled GBK are a mislabelled body,
-        # which would otherwise settle a patient under a garbled name.
+    if codec not in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii") and _reads_as_utf8_chinese(data):
+        # UTF-8 bytes labelled GBK would settle a patient under a garbled name. GBK text can be valid UTF-8 by
+        # chance (郑伟 is D6A3 CEB0: two Latin-range characters), but then it does not read as Chinese.
         raise XmlRejected(ServiceCode.ENCODING_MISMATCH,
                           f"the body is labelled {declared_label or charset} but its bytes are UTF-8")
     return text, codec
+
+
+def _is_cjk(character: str) -> bool:
+    point = ord(character)
+    return 0x2E80 <= point <= 0x9FFF or 0xF900 <= point <= 0xFAFF or 0xFF00 <= point <= 0xFFEF \
+        or 0x20000 <= point <= 0x3FFFF
+
+
+def _reads_as_utf8_chinese(data: bytes) -> bool:
+    """Valid UTF-8 whose non-ASCII characters are mostly Chinese: what a UTF-8 document really is."""
+    if data.isascii():
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    wide = [character for character in text if ord(character) > 0x7F]
+    return sum(map(_is_cjk, wide)) * 2 >= len(wide)
 
 
 def _decodes(data: bytes, codec: str) -> bool:
