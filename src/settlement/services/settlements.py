@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar, cast
 
@@ -60,6 +60,13 @@ class Reply:
     status: int
     body: str
     replayed: bool = False
+    data: dict[str, Any] | None = field(default=None, compare=False)  # the body as built, when at hand
+
+    def json(self) -> dict[str, Any]:
+        if self.data is not None:
+            return self.data
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
 
 
 def canonical_hash(operation: str, payload: Any) -> str:
@@ -324,7 +331,7 @@ class SettlementService:
             "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
             "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
             "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}))
-        return Reply(201, text)
+        return Reply(201, text, data=body)
 
     def reverse(self, caller: Caller, settlement_id: str, request: ReverseRequest) -> Reply:
         """A full reversal: negative entries linked to the originals; the year figures are restored."""

@@ -158,7 +158,7 @@ class Gateway:
                 raise
             status, problem = problem_body(error)
             reply, settlement_id = Reply(status, json.dumps(problem, ensure_ascii=False)), None
-        answer: dict[str, Any] = json.loads(reply.body)
+        answer = reply.json()
         if reply.status >= 400:
             exchange.outcome = str(answer.get("code", "ERROR"))
         elif reply.replayed:
