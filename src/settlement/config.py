@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from settlement.paths import default_adapters_dir, default_tariffs_dir
+from settlement.paths import default_adapters_dir, default_payers_file, default_tariffs_dir
 
 
 class Settings(BaseSettings):
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     # Encrypts hospitals' WS-Security passwords (a Fernet key). When empty, one is generated on first start and
     # kept in data_dir/credentials.key; keep that file (or this setting) apart from database backups.
     credentials_key: str = ""
+    # Reconciliation: the payers, where file statements arrive and where reports are written.
+    payers_file: Path = Field(default_factory=default_payers_file)
+    inbox_dir: Path = Path("var/inbox")
+    reports_dir: Path = Path("var/reports")
+    # An engine-only entry this close to midnight is flagged as a likely cross-midnight timing difference.
+    timing_window_seconds: int = 600
+    # The scheduler: nightly reconciliation time (Asia/Shanghai) and how far back missed runs are caught up.
+    reconcile_at: str = "02:00"
+    catch_up_days: int = 7
 
     @property
     def is_sqlite(self) -> bool:

@@ -21,3 +21,9 @@ def default_adapters_dir() -> Path:
     """./adapters when it holds dialects, else the adapters/ folder of the source checkout."""
     local = Path.cwd() / "adapters"
     return local if any(local.glob("*/manifest.yaml")) else _REPO / "adapters"
+
+
+def default_payers_file() -> Path:
+    """./payers.yaml when present, else deploy/payers.yaml of the source checkout."""
+    local = Path.cwd() / "payers.yaml"
+    return local if local.is_file() else _REPO / "deploy" / "payers.yaml"

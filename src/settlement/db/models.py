@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -216,6 +217,7 @@ class LedgerEntry(Base):
     deductible_fen: Mapped[int] = mapped_column(BigInteger)
     cumulative_fen: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+    correction_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("corrections.id"))
 
 
 class IdempotencyRecord(Base):
@@ -296,4 +298,96 @@ class SoapExchange(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
-APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log", "soap_exchanges")
+class ReconciliationRun(Base):
+    """One per (payer, business date): a rerun recomputes into the same record; two starts at once give one."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (UniqueConstraint("payer", "business_date"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    payer: Mapped[str] = mapped_column(String(32))
+    business_date: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
+    request_id: Mapped[str] = mapped_column(String(64))  # the statement request's id, reused by every retry
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    engine_count: Mapped[int] = mapped_column(Integer, default=0)
+    engine_total_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    payer_count: Mapped[int] = mapped_column(Integer, default=0)
+    payer_total_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    discrepancies: Mapped[int] = mapped_column(Integer, default=0)
+    totals: Mapped[str] = mapped_column(Text, default="[]")  # JSON: per fund and hospital, both sides
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class StatementRow(Base):
+    """A payer's statement of a business date, as received (replaced when the run is repeated)."""
+
+    __tablename__ = "statement_rows"
+    __table_args__ = (Index("ix_statement_rows_run_key", "run_id", "settlement_id", "entry_kind", "fund"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("reconciliation_runs.id"))
+    settlement_id: Mapped[str] = mapped_column(String(32))  # the engine's public settlement id
+    entry_kind: Mapped[str] = mapped_column(String(16))  # settlement | reversal | correction
+    fund: Mapped[str] = mapped_column(String(6))
+    hospital_code: Mapped[str] = mapped_column(String(32))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Discrepancy(Base):
+    """One difference between the ledger and a payer's statement, worked by finance staff. Its figures never
+    change; only its resolution is filled in (and audited)."""
+
+    __tablename__ = "discrepancies"
+    __table_args__ = (UniqueConstraint("run_id", "settlement_id", "entry_kind", "fund"),
+                      Index("ix_discrepancies_status_payer", "status", "payer"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("reconciliation_runs.id"))
+    payer: Mapped[str] = mapped_column(String(32))
+    business_date: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16))  # payer_only (1) | engine_only (2) | amount_differs (3)
+    timing: Mapped[bool] = mapped_column(Boolean, default=False)  # recognised as a cross-midnight timing case
+    settlement_id: Mapped[str] = mapped_column(String(32))
+    entry_kind: Mapped[str] = mapped_column(String(16))
+    fund: Mapped[str] = mapped_column(String(6))
+    hospital_code: Mapped[str] = mapped_column(String(32))
+    engine_fen: Mapped[int | None] = mapped_column(BigInteger)
+    payer_fen: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    status: Mapped[str] = mapped_column(String(16))  # open | resolved | cleared (gone on a rerun)
+    action: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    correction_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class Correction(Base):
+    """A correction posted by finance: its ledger entry is linked to it; nothing else is edited."""
+
+    __tablename__ = "corrections"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    discrepancy_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("discrepancies.id"))
+    settlement_id: Mapped[int] = mapped_column(BigId, ForeignKey("settlements.id"))
+    fund: Mapped[str] = mapped_column(String(6))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ClearingRun(Base):
+    """One monthly clearing per month: what each fund owes each hospital (the statement files are its output)."""
+
+    __tablename__ = "clearing_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), unique=True)  # YYYY-MM
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    totals: Mapped[str] = mapped_column(Text, default="[]")
+
+
+APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log", "soap_exchanges", "corrections")

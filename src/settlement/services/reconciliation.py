@@ -1,0 +1,358 @@
+"""Reconciling a business day (Asia/Shanghai) of the ledger with a payer's statement, and the finance workflow.
+
+A run is one record per (payer, business date). Claiming it is one conditional UPDATE, so of two runs started at
+once exactly one works and the other reports the run in progress; running it again recomputes into the same
+record (no duplicate discrepancies). The comparison is set-based SQL over the whole day: totals per fund and
+hospital first, then, only where totals differ, one full outer join of the ledger's entries with the statement's
+rows on (settlement, entry, fund). Discrepancy kinds follow the national detail reconciliation (3202): 1 payer
+only, 2 engine only, 3 amounts differ; a row whose other side sits on the adjacent business day is flagged as a
+cross-midnight timing difference, and a pair of such rows (late on one side, next day on the other) is resolved
+as timing automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.exc import IntegrityError
+
+from settlement.db.models import Timestamp
+from settlement.domain.claim import SHANGHAI
+from settlement.domain.money import fmt, from_fen
+from settlement.insurers import statements
+from settlement.insurers.config import PayerConfig
+from settlement.insurers.statements import StatementError, StatementLine
+from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
+
+log = logging.getLogger("settlement.reconciliation")
+KIND_CODES = {"payer_only": 1, "engine_only": 2, "amount_differs": 3}
+STALE_RUN = timedelta(hours=2)  # a run "running" for longer than this crashed: it may be taken over
+Fetch = Callable[[PayerConfig, date, str, Path], list[StatementLine]]
+Progress = Callable[[str], None]
+
+# The engine's side of a day: what the ledger paid per (settlement, entry, fund), paid amounts only.
+_ENGINE = """
+    SELECT s.public_id AS settlement_id,
+           CASE WHEN l.correction_id IS NOT NULL THEN 'correction'
+                WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
+           l.fund AS fund, h.code AS hospital_code, SUM(l.paid_fen) AS amount_fen, MIN(l.created_at) AS occurred_at
+    FROM ledger_entries l
+    JOIN settlements s ON s.id = l.settlement_id
+    JOIN hospitals h ON h.id = l.hospital_id
+    WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds
+    GROUP BY s.public_id, CASE WHEN l.correction_id IS NOT NULL THEN 'correction'
+                               WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END, l.fund, h.code
+    HAVING SUM(l.paid_fen) <> 0
+"""
+
+_TOTALS = text("""
+    SELECT fund, hospital_code, SUM(engine_count), SUM(engine_fen), SUM(payer_count), SUM(payer_fen) FROM (
+        SELECT l.fund AS fund, h.code AS hospital_code, COUNT(*) AS engine_count, SUM(l.paid_fen) AS engine_fen,
+               0 AS payer_count, 0 AS payer_fen
+        FROM ledger_entries l JOIN hospitals h ON h.id = l.hospital_id
+        WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.paid_fen <> 0
+        GROUP BY l.fund, h.code
+        UNION ALL
+        SELECT fund, hospital_code, 0, 0, COUNT(*), SUM(amount_fen)
+        FROM statement_rows WHERE run_id = :run GROUP BY fund, hospital_code
+    ) sides
+    GROUP BY fund, hospital_code ORDER BY fund, hospital_code
+""").bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
+                bindparam("high", type_=Timestamp))
+
+_DETAILS_SQL = f"""
+    WITH engine AS ({_ENGINE.format(low=":low", high=":high")}),
+    payer AS (
+        SELECT settlement_id, entry_kind, fund, MIN(hospital_code) AS hospital_code, SUM(amount_fen) AS amount_fen
+        FROM statement_rows WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
+    ),
+    nearby AS ({_ENGINE.format(low=":near_low", high=":near_high")}),
+    neighbours AS (
+        SELECT sr.settlement_id, sr.entry_kind, sr.fund FROM statement_rows sr
+        JOIN reconciliation_runs r ON r.id = sr.run_id
+        WHERE r.payer = :payer AND r.business_date IN (:previous_day, :next_day)
+        GROUP BY sr.settlement_id, sr.entry_kind, sr.fund
+    )
+    INSERT INTO discrepancies (run_id, payer, business_date, kind, timing, settlement_id, entry_kind, fund,
+                               hospital_code, engine_fen, payer_fen, created_at, status)
+    SELECT :run, :payer, :day,
+           CASE WHEN e.settlement_id IS NULL THEN 'payer_only' WHEN p.settlement_id IS NULL THEN 'engine_only'
+                ELSE 'amount_differs' END,
+           CASE WHEN e.settlement_id IS NULL THEN EXISTS (
+                    SELECT 1 FROM nearby n WHERE n.settlement_id = p.settlement_id AND n.entry_kind = p.entry_kind
+                    AND n.fund = p.fund AND (n.occurred_at < :low OR n.occurred_at >= :high))
+                WHEN p.settlement_id IS NULL THEN (e.occurred_at >= :late OR EXISTS (
+                    SELECT 1 FROM neighbours b WHERE b.settlement_id = e.settlement_id
+                    AND b.entry_kind = e.entry_kind AND b.fund = e.fund))
+                ELSE false END,
+           COALESCE(e.settlement_id, p.settlement_id), COALESCE(e.entry_kind, p.entry_kind),
+           COALESCE(e.fund, p.fund), COALESCE(e.hospital_code, p.hospital_code),
+           e.amount_fen, p.amount_fen, :now, 'open'
+    FROM engine e FULL OUTER JOIN payer p
+      ON e.settlement_id = p.settlement_id AND e.entry_kind = p.entry_kind AND e.fund = p.fund
+    WHERE (e.settlement_id IS NULL OR p.settlement_id IS NULL OR e.amount_fen <> p.amount_fen)
+      AND (COALESCE(e.fund, p.fund) || '/' || COALESCE(e.hospital_code, p.hospital_code)) IN :groups
+    ON CONFLICT (run_id, settlement_id, entry_kind, fund) DO UPDATE SET
+        status = CASE WHEN discrepancies.status = 'cleared' THEN 'open' ELSE discrepancies.status END,
+        kind = excluded.kind, timing = excluded.timing, engine_fen = excluded.engine_fen,
+        payer_fen = excluded.payer_fen
+"""  # noqa: S608 - composed of constant SQL only
+_DETAILS = text(_DETAILS_SQL).bindparams(bindparam("funds", expanding=True), bindparam("groups", expanding=True),
+                *(bindparam(name, type_=Timestamp)
+                  for name in ("low", "high", "near_low", "near_high", "late", "now")))
+
+# A timing pair: an engine-only row late on one day and the payer's row of the next day, same amount.
+_TIMING_PAIRS = text("""
+    UPDATE discrepancies SET status = 'resolved', action = 'timing', resolved_by = 'reconciliation',
+           resolved_at = :now,
+           note = 'cross-midnight: the engine and the payer booked this on adjacent business days'
+    WHERE status = 'open' AND timing = true AND payer = :payer AND business_date IN (:day, :previous_day, :next_day)
+      AND EXISTS (
+        SELECT 1 FROM discrepancies other
+        WHERE other.payer = discrepancies.payer AND other.status IN ('open', 'resolved') AND other.timing = true
+          AND other.settlement_id = discrepancies.settlement_id AND other.entry_kind = discrepancies.entry_kind
+          AND other.fund = discrepancies.fund AND other.id <> discrepancies.id
+          AND other.kind <> discrepancies.kind AND other.kind IN ('payer_only', 'engine_only')
+          AND COALESCE(other.engine_fen, other.payer_fen) = COALESCE(discrepancies.engine_fen, discrepancies.payer_fen))
+""").bindparams(bindparam("now", type_=Timestamp))
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    payer: str
+    business_date: date
+    status: str
+    engine_count: int = 0
+    engine_total: str = "0.00"
+    payer_count: int = 0
+    payer_total: str = "0.00"
+    discrepancies: dict[str, int] = field(default_factory=dict)
+    totals: list[dict[str, Any]] = field(default_factory=list)
+    already_running: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "payer": self.payer, "business_date": self.business_date.isoformat(),
+                "status": self.status, "engine_count": self.engine_count, "engine_total": self.engine_total,
+                "payer_count": self.payer_count, "payer_total": self.payer_total,
+                "discrepancies": self.discrepancies, "totals": self.totals, "already_running": self.already_running,
+                "error": self.error}
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """A business day in Asia/Shanghai as the instants that bound it."""
+    return datetime.combine(day, time.min, SHANGHAI), datetime.combine(day + timedelta(days=1), time.min, SHANGHAI)
+
+
+class Reconciler:
+    def __init__(self, context: Context, payers: dict[str, PayerConfig], inbox: Path,
+                 timing_window: timedelta = timedelta(minutes=10), fetch: Fetch = statements.fetch) -> None:
+        self.context = context
+        self.payers = payers
+        self.inbox = inbox
+        self.timing_window = timing_window
+        self.fetch = fetch
+
+    def payer(self, code: str) -> PayerConfig:
+        found = self.payers.get(code)
+        if found is None:
+            raise ServiceError(ServiceCode.NOT_FOUND, f"no payer {code!r}; configured: {', '.join(self.payers)}")
+        return found
+
+    # Claiming the run
+
+    def _claim(self, payer: PayerConfig, day: date) -> tuple[int, str] | None:
+        """(run id, request id) when this process may work the run; None when another is working it."""
+        now = self.context.clock()
+        for _ in range(2):
+            try:
+                with self.context.uow() as tx:
+                    connection = tx.session.connection()
+                    run_id = connection.execute(text(
+                        "SELECT id FROM reconciliation_runs WHERE payer = :payer AND business_date = :day"),
+                        {"payer": payer.code, "day": day}).scalar()
+                    if run_id is None:
+                        connection.execute(text(
+                            "INSERT INTO reconciliation_runs (payer, business_date, status, request_id, attempts, "
+                            "engine_count, engine_total_fen, payer_count, payer_total_fen, discrepancies, totals) "
+                            "VALUES (:payer, :day, 'pending', '', 0, 0, 0, 0, 0, 0, '[]')"),
+                            {"payer": payer.code, "day": day})
+                    request_id = f"{payer.code}-{day:%Y%m%d}-{secrets.token_hex(4)}"
+                    claimed = connection.execute(text(
+                        "UPDATE reconciliation_runs SET status = 'running', attempts = attempts + 1, "
+                        "started_at = :now, request_id = :request_id, error = NULL "
+                        "WHERE payer = :payer AND business_date = :day "
+                        "AND (status <> 'running' OR started_at < :stale) RETURNING id").bindparams(
+                            bindparam("now", type_=Timestamp), bindparam("stale", type_=Timestamp)),
+                        {"now": now, "stale": now - STALE_RUN, "request_id": request_id, "payer": payer.code,
+                         "day": day}).scalar()
+                    tx.commit()
+                    return (int(claimed), request_id) if claimed is not None else None
+            except IntegrityError:
+                continue  # a concurrent start inserted the record first: claim it (or find it running)
+        return None  # pragma: no cover - the second attempt finds the record
+
+    # The run
+
+    def run(self, payer_code: str, day: date, progress: Progress | None = None) -> RunResult:
+        payer = self.payer(payer_code)
+        say = progress or (lambda _: None)
+        claimed = self._claim(payer, day)
+        if claimed is None:
+            result = self.result(payer.code, day)
+            result.already_running = True
+            return result
+        run_id, request_id = claimed
+        say(f"fetching the statement of {payer.code} for {day} (request {request_id})")
+        try:
+            lines = self.fetch(payer, day, request_id, self.inbox)
+        except StatementError as error:
+            self._fail(run_id, str(error))
+            return self.result(payer.code, day)
+        except Exception as error:
+            self._fail(run_id, f"unexpected {type(error).__name__}")
+            raise
+        say(f"comparing {len(lines)} statement rows with the ledger")
+        try:
+            self._compare(run_id, payer, day, lines, say)
+        except Exception as error:
+            self._fail(run_id, f"unexpected {type(error).__name__}")
+            raise
+        return self.result(payer.code, day)
+
+    def _fail(self, run_id: int, reason: str) -> None:
+        with self.context.uow() as tx:
+            tx.session.connection().execute(text(
+                "UPDATE reconciliation_runs SET status = 'failed', error = :error, finished_at = :now "
+                "WHERE id = :run").bindparams(bindparam("now", type_=Timestamp)),
+                {"error": reason[:2000], "now": self.context.clock(), "run": run_id})
+            tx.repo.audit(self.context.clock(), "reconciliation", "reconciliation.fail", "reconciliation_run",
+                          str(run_id), json.dumps({"error": reason[:500]}, ensure_ascii=False))
+            tx.commit()
+
+    def _compare(self, run_id: int, payer: PayerConfig, day: date, lines: list[StatementLine],
+                 say: Progress) -> None:
+        low, high = day_bounds(day)
+        now = self.context.clock()
+        funds = list(payer.funds)
+        with self.context.uow() as tx:
+            connection = tx.session.connection()
+            connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
+            _insert_statement(connection, run_id, lines)
+            say("totals per fund and hospital")
+            totals = [
+                {"fund": fund, "hospital_code": hospital, "engine_count": int(e_count or 0),
+                 "engine_fen": int(e_fen or 0), "payer_count": int(p_count or 0), "payer_fen": int(p_fen or 0)}
+                for fund, hospital, e_count, e_fen, p_count, p_fen in connection.execute(
+                    _TOTALS, {"low": low, "high": high, "funds": funds, "run": run_id})]
+            differing = [f"{row['fund']}/{row['hospital_code']}" for row in totals
+                         if (row["engine_count"], row["engine_fen"]) != (row["payer_count"], row["payer_fen"])]
+            # Discrepancies that a rerun no longer finds are cleared; those it finds again are reopened as they
+            # were (resolved ones stay resolved).
+            connection.execute(text("UPDATE discrepancies SET status = 'cleared' WHERE run_id = :run "
+                                    "AND status = 'open'"), {"run": run_id})
+            if differing:
+                say(f"details for {len(differing)} fund and hospital groups whose totals differ")
+                connection.execute(_DETAILS, {
+                    "run": run_id, "payer": payer.code, "day": day, "low": low, "high": high,
+                    "near_low": low - timedelta(days=1), "near_high": high + timedelta(days=1),
+                    "late": high - self.timing_window, "previous_day": day - timedelta(days=1),
+                    "next_day": day + timedelta(days=1), "funds": funds, "groups": differing, "now": now})
+                connection.execute(_TIMING_PAIRS, {"now": now, "payer": payer.code, "day": day,
+                                                   "previous_day": day - timedelta(days=1),
+                                                   "next_day": day + timedelta(days=1)})
+            count = connection.execute(text("SELECT COUNT(*) FROM discrepancies WHERE run_id = :run "
+                                            "AND status <> 'cleared'"), {"run": run_id}).scalar_one()
+            connection.execute(text(
+                "UPDATE reconciliation_runs SET status = 'done', finished_at = :now, engine_count = :ec, "
+                "engine_total_fen = :ef, payer_count = :pc, payer_total_fen = :pf, discrepancies = :dc, "
+                "totals = :totals WHERE id = :run").bindparams(bindparam("now", type_=Timestamp)), {
+                    "now": self.context.clock(), "ec": sum(row["engine_count"] for row in totals),
+                    "ef": sum(row["engine_fen"] for row in totals), "pc": sum(row["payer_count"] for row in totals),
+                    "pf": sum(row["payer_fen"] for row in totals), "dc": count, "totals": json.dumps(totals),
+                    "run": run_id})
+            tx.repo.audit(now, "reconciliation", "reconciliation.run", "reconciliation_run", str(run_id),
+                          json.dumps({"payer": payer.code, "business_date": day.isoformat(), "statement_rows":
+                                      len(lines), "discrepancies": count}))
+            tx.commit()
+
+    # Reading
+
+    def result(self, payer_code: str, day: date) -> RunResult:
+        with self.context.uow() as tx:
+            connection = tx.session.connection()
+            row = connection.execute(text(
+                "SELECT id, status, engine_count, engine_total_fen, payer_count, payer_total_fen, totals, error "
+                "FROM reconciliation_runs WHERE payer = :payer AND business_date = :day"),
+                {"payer": payer_code, "day": day}).first()
+            if row is None:
+                raise ServiceError(ServiceCode.NOT_FOUND, f"no reconciliation of {payer_code} for {day}")
+            kinds: dict[Any, Any] = dict(connection.execute(text(
+                "SELECT kind, COUNT(*) FROM discrepancies WHERE run_id = :run AND status <> 'cleared' "
+                "GROUP BY kind"), {"run": row[0]}).all())
+        totals = [{**item, "engine_total": fmt(from_fen(item["engine_fen"])),
+                   "payer_total": fmt(from_fen(item["payer_fen"]))} for item in json.loads(row[6])]
+        return RunResult(int(row[0]), payer_code, day, row[1], int(row[2]), fmt(from_fen(int(row[3]))), int(row[4]),
+                         fmt(from_fen(int(row[5]))), {str(k): int(v) for k, v in kinds.items()}, totals,
+                         error=row[7])
+
+
+def _insert_statement(connection: Connection, run_id: int, lines: list[StatementLine]) -> None:
+    """The statement's rows, in batches (COPY on PostgreSQL: a million rows in seconds)."""
+    if not lines:
+        return
+    if connection.dialect.name == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(
+                "COPY statement_rows (run_id, settlement_id, entry_kind, fund, hospital_code, amount_fen, "
+                "occurred_at) FROM STDIN") as copy:
+            for line in lines:
+                copy.write_row((run_id, line.settlement_id, line.entry_kind, line.fund, line.hospital_code,
+                                line.amount_fen, line.occurred_at))
+        return
+    statement = text("INSERT INTO statement_rows (run_id, settlement_id, entry_kind, fund, hospital_code, amount_fen, "
+                     "occurred_at) VALUES (:run, :settlement_id, :entry_kind, :fund, :hospital_code, :amount_fen, "
+                     ":occurred_at)").bindparams(bindparam("occurred_at", type_=Timestamp))
+    batch = 5000
+    for start in range(0, len(lines), batch):
+        connection.execute(statement, [
+            {"run": run_id, "settlement_id": line.settlement_id, "entry_kind": line.entry_kind, "fund": line.fund,
+             "hospital_code": line.hospital_code, "amount_fen": line.amount_fen, "occurred_at": line.occurred_at}
+            for line in lines[start:start + batch]])
+
+
+_ENGINE_LINES = text(_ENGINE.format(low=":low", high=":high") + " ORDER BY 1, 2, 3").bindparams(
+    bindparam("funds", expanding=True), bindparam("low", type_=Timestamp), bindparam("high", type_=Timestamp))
+
+
+def engine_lines(context: Context, payer: PayerConfig, day: date) -> list[StatementLine]:
+    """The ledger's side of a business day for a payer, as statement rows: what a payer that agrees with the
+    engine would send (the payer simulator starts from it)."""
+    from decimal import Decimal
+
+    low, high = day_bounds(day)
+    with context.uow() as tx:
+        rows = tx.session.connection().execute(_ENGINE_LINES, {"low": low, "high": high, "funds": list(payer.funds)})
+        return [StatementLine(settlement_id, entry_kind, fund, hospital, Decimal(int(amount)).scaleb(-2),
+                              _instant(occurred))
+                for settlement_id, entry_kind, fund, hospital, amount, occurred in rows]
+
+
+def _instant(value: object) -> datetime | None:
+    """An aggregate's instant: PostgreSQL gives it aware; SQLite gives the stored UTC clock time as text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
