@@ -108,7 +108,7 @@ def test_db_upgrade_is_idempotent(cli_env: Service, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", fresh)
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     created = schema(fresh)
-    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 10
+    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 12
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert schema(fresh) == created
 

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path as PathLib
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from settlement.bootstrap import Application
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
+from settlement.insurers.config import PayersError, load_payers
 from settlement.problems import problem_body
 from settlement.services.auth import Caller, CallerCache, authenticate
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.finance import Filters, list_discrepancies, resolve, run_clearing, run_report
+from settlement.services.reconciliation import Reconciler
 from settlement.services.roster import import_roster
 from settlement.services.settlements import Reply, SettlementService
 from settlement.soap.endpoint import add_soap_routes
-from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
+from settlement.wire.requests import (
+    CancelRequest,
+    QuoteRequest,
+    ReconciliationRequest,
+    ResolutionRequest,
+    ReverseRequest,
+    SettleRequest,
+)
 from settlement.wire.responses import (
     EligibilityOut,
     EligibilityRequest,
@@ -34,6 +45,7 @@ from settlement.wire.responses import (
 )
 
 log = logging.getLogger("settlement.api")
+MEDIA = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "csv": "text/csv; charset=utf-8"}
 PROBLEM = "application/problem+json"
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 422, 503)
@@ -170,6 +182,82 @@ def create_app(application: Application) -> FastAPI:
         """Reverse whatever a call you never heard back from did, by its transaction id (the national 2601): a
         settlement made under it is reversed; if nothing was, the id is refused from now on."""
         return replied(service.cancel(who, request))
+
+    def finance_staff(who: Caller) -> Caller:
+        if who.kind not in ("finance", "admin"):
+            raise ServiceError(ServiceCode.FORBIDDEN, "finance staff only")
+        return who
+
+    def reconciler() -> Reconciler:
+        settings = application.settings
+        try:
+            payers = load_payers(settings.payers_file)
+        except PayersError as error:
+            raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"the payers configuration is invalid: {error}") from None
+        return Reconciler(context, payers, settings.inbox_dir, timedelta(seconds=settings.timing_window_seconds))
+
+    @app.get("/v1/finance/discrepancies", tags=["finance"], responses=ERRORS)
+    def discrepancies(
+        who: Auth,
+        payer: Annotated[str | None, Query(max_length=32)] = None,
+        hospital: Annotated[str | None, Query(max_length=32)] = None,
+        kind: Annotated[str | None, Query(description="payer_only | engine_only | amount_differs")] = None,
+        status: Annotated[str, Query(description="open | resolved | cleared | all")] = "open",
+        older_than_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
+        business_date: Annotated[date | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    ) -> dict[str, Any]:
+        """The discrepancy queue (finance staff), oldest first, filtered by payer, hospital, kind and age."""
+        return list_discrepancies(context, finance_staff(who),
+                                  Filters(payer, hospital, kind, status, older_than_days, business_date), limit, cursor)
+
+    @app.post("/v1/finance/discrepancies/{discrepancy_id}/resolution", tags=["finance"], responses=ERRORS)
+    def resolve_discrepancy(discrepancy_id: Annotated[int, Path(ge=1, le=2**63 - 1)], request: ResolutionRequest,
+                            who: Auth) -> dict[str, Any]:
+        """Resolve: accept_payer, correct (with amount), reverse or write_off, with a note. Nothing is edited:
+        corrections are new ledger entries linked to the settlement, and appear in the day's totals."""
+        return resolve(context, finance_staff(who), discrepancy_id, request.action, request.note, request.amount)
+
+    @app.post("/v1/finance/reconciliations", tags=["finance"], responses=ERRORS)
+    def run_reconciliation(request: ReconciliationRequest, who: Auth) -> dict[str, Any]:
+        """Run (or rerun) the reconciliation of a payer and business date; one run record per pair."""
+        finance_staff(who)
+        return reconciler().run(request.payer, request.business_date).as_dict()
+
+    @app.get("/v1/finance/reconciliations/{payer}/{business_date}", tags=["finance"], responses=ERRORS)
+    def reconciliation(payer: str, business_date: date, who: Auth) -> dict[str, Any]:
+        finance_staff(who)
+        return reconciler().result(payer, business_date).as_dict()
+
+    @app.get("/v1/finance/reconciliations/{payer}/{business_date}/report.{extension}", tags=["finance"],
+             responses=ERRORS)
+    def reconciliation_report(payer: str, business_date: date, extension: str, who: Auth) -> Response:
+        """The run's report: `report.xlsx` (totals and discrepancies sheets) or `report.csv` (discrepancies)."""
+        finance_staff(who)
+        if extension not in ("xlsx", "csv"):
+            raise ServiceError(ServiceCode.NOT_FOUND, "report.xlsx or report.csv")
+        paths = run_report(context, payer, business_date, application.settings.reports_dir)
+        chosen = paths[1] if extension == "xlsx" else paths[0]
+        return Response(chosen.read_bytes(), media_type=MEDIA[extension],
+                        headers={"Content-Disposition": f'attachment; filename="{chosen.name}"'})
+
+    @app.post("/v1/finance/clearing/{month}", tags=["finance"], responses=ERRORS)
+    def clearing(month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")], who: Auth) -> dict[str, Any]:
+        """The month's clearing statement: what each fund owes each hospital, net of reversals and corrections."""
+        finance_staff(who)
+        return run_clearing(context, month, application.settings.reports_dir)
+
+    @app.get("/v1/finance/clearing/{month}/statement.{extension}", tags=["finance"], responses=ERRORS)
+    def clearing_file(month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")], extension: str,
+                      who: Auth) -> Response:
+        finance_staff(who)
+        if extension not in ("xlsx", "csv"):
+            raise ServiceError(ServiceCode.NOT_FOUND, "statement.xlsx or statement.csv")
+        files = [PathLib(name) for name in run_clearing(context, month, application.settings.reports_dir)["files"]]
+        chosen = files[1] if extension == "xlsx" else files[0]
+        return Response(chosen.read_bytes(), media_type=MEDIA[extension],
+                        headers={"Content-Disposition": f'attachment; filename="{chosen.name}"'})
 
     @app.post("/v1/admin/roster", tags=["admin"], response_model=RosterReportOut, responses=ERRORS)
     def roster(file: UploadFile, who: Auth) -> dict[str, Any]:

@@ -362,5 +362,166 @@ def soap_render(
     sys.stdout.buffer.write(answer.body)
 
 
+# The payer simulator: the payers' side of reconciliation, for demos and tests.
+
+payer_sim_app = typer.Typer(
+    help="Simulate the payers' side of reconciliation from this engine's own ledger: serve the SOAP statement "
+         "service (statement.wsdl) on loopback, or write a file statement into the inbox. Faults damage the "
+         "statement on purpose (victims drawn with --seed, so runs are reproducible).",
+    invoke_without_command=True, no_args_is_help=False)
+app.add_typer(payer_sim_app, name="payer-sim")
+
+DropOption = Annotated[int, typer.Option("--drop", min=0, help="leave out N rows the engine has (engine_only)")]
+ShiftOption = Annotated[int, typer.Option("--shift", min=0,
+                                          help="change N rows' amounts by 1 to 99 fen (amount_differs)")]
+ExtraOption = Annotated[int, typer.Option("--extra", min=0,
+                                          help="add N rows of settlement ids the engine never issued (payer_only)")]
+MidnightOption = Annotated[int, typer.Option(
+    "--midnight", min=0, help="report N bookings of a day's last 10 minutes on the next day instead (timing)")]
+PhantomOption = Annotated[int, typer.Option(
+    "--phantom-reversals", min=0, help="report reversals of N settlements the engine never reversed (payer_only)")]
+SeedOption = Annotated[int, typer.Option("--seed", help="seeds the choice of damaged rows")]
+
+
+def _payers_for_sim() -> dict[str, object]:
+    from settlement.config import Settings
+    from settlement.insurers.config import PayersError, load_payers
+
+    settings = Settings()
+    try:
+        return dict(load_payers(settings.payers_file))
+    except PayersError as error:
+        errors.print(f"[bold red]PAYERS_INVALID[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
+
+
+@payer_sim_app.callback()
+def payer_sim(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="bind address (loopback unless you mean it)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port; deploy/payers.yaml expects 8810")] = 8810,
+    drop: DropOption = 0,
+    shift: ShiftOption = 0,
+    extra: ExtraOption = 0,
+    midnight: MidnightOption = 0,
+    phantom_reversals: PhantomOption = 0,
+    delay: Annotated[float, typer.Option("--delay", min=0, help="answer every call S seconds late")] = 0.0,
+    timeout_first: Annotated[int, typer.Option(
+        "--timeout-first", min=0, help="book the first K calls, then answer only after --hang seconds (the "
+                                       "client times out after the payer did the work)")] = 0,
+    hang: Annotated[float, typer.Option("--hang", min=0, help="how long a --timeout-first call waits; longer "
+                                                              "than the client's timeout_seconds")] = 15.0,
+    seed: SeedOption = 0,
+) -> None:
+    """Serve the payers' statement service (GET /statements?wsdl, POST /statements) for every payer of
+    SETTLEMENT_PAYERS_FILE, built from the ledger of SETTLEMENT_DATABASE_URL. A repeated request id is answered
+    the statement already prepared and books nothing new. Subcommand `write` drops a file statement instead."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from settlement.insurers.config import PayerConfig
+    from settlement.insurers.simulator import Faults, PayerSimulator
+
+    faults = Faults(drop=drop, shift=shift, extra=extra, midnight=midnight, phantom_reversals=phantom_reversals,
+                    delay=delay, timeout_first=timeout_first, hang_seconds=hang, seed=seed)
+    payers = {code: payer for code, payer in _payers_for_sim().items() if isinstance(payer, PayerConfig)}
+    application = _application()
+    simulator = PayerSimulator(application.context, payers, faults)
+    url = f"http://{host}:{port}/statements"
+    console.print(f"payer simulator: {url}?wsdl for {', '.join(payers)}; faults: {faults.describe()}; ledger of "
+                  f"{application.engine.url.render_as_string(hide_password=True)}", highlight=False, markup=False)
+    try:
+        uvicorn.run(simulator.asgi(), host=host, port=port, log_level="info")
+    finally:
+        application.dispose()
+
+
+@payer_sim_app.command("write")
+def payer_sim_write(
+    payer: Annotated[str, typer.Option("--payer", help="a file payer's code in SETTLEMENT_PAYERS_FILE")],
+    day: Annotated[str, typer.Option("--date", metavar="YYYY-MM-DD", help="the business day (Asia/Shanghai)")],
+    inbox: Annotated[Path | None, typer.Option("--inbox", help="the inbox (default: SETTLEMENT_INBOX_DIR)",
+                                               file_okay=False)] = None,
+    drop: DropOption = 0,
+    shift: ShiftOption = 0,
+    extra: ExtraOption = 0,
+    midnight: MidnightOption = 0,
+    phantom_reversals: PhantomOption = 0,
+    seed: SeedOption = 0,
+) -> None:
+    """Write a file payer's statement of a business day into the inbox (<inbox>/<payer>/<date>.csv or .xml, in
+    the payer's format), from the ledger, with the faults asked for."""
+    from datetime import date
+
+    from settlement.config import Settings
+    from settlement.insurers.config import PayerConfig
+    from settlement.insurers.simulator import Faults, PayerSimulator
+
+    try:
+        business_date = date.fromisoformat(day)
+    except ValueError:
+        errors.print(f"[bold red]REQUEST_MALFORMED[/]: --date {escape(day)!r} is not a date (YYYY-MM-DD)",
+                     highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    faults = Faults(drop=drop, shift=shift, extra=extra, midnight=midnight, phantom_reversals=phantom_reversals,
+                    seed=seed)
+    payers = {code: config for code, config in _payers_for_sim().items() if isinstance(config, PayerConfig)}
+    application = _application()
+    try:
+        simulator = PayerSimulator(application.context, payers, faults)
+        path, statement = simulator.write_inbox(payer, business_date, inbox or Settings().inbox_dir)
+    except ServiceError as error:
+        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
+        raise typer.Exit(EXIT_REJECTED) from None
+    finally:
+        application.dispose()
+    console.print(f"{path}: {len(statement.lines)} rows of {payer} for {business_date}; faults: "
+                  f"{faults.describe()}", highlight=False, markup=False)
+
+
+@app.command()
+def scheduler(
+    once: Annotated[bool, typer.Option("--once", help="catch up what is missing, then exit")] = False,
+) -> None:
+    """Run the scheduler process (never inside the API workers): nightly reconciliation of the previous business
+    day at SETTLEMENT_RECONCILE_AT (Asia/Shanghai) for every payer, monthly clearing on the 1st at 03:00, and the
+    catch-up of runs missed while it was down (at start and daily). Stops cleanly on SIGTERM or Ctrl-C."""
+    import logging
+
+    from settlement.insurers.config import PayersError
+    from settlement.jobs.scheduler import Jobs, SchedulerProcess, build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    application = _application()
+    try:
+        jobs = Jobs.for_application(application)
+        process = SchedulerProcess(jobs, build_scheduler(application))
+    except (PayersError, ValueError) as error:
+        application.dispose()
+        errors.print(f"[bold red]SETTINGS_INVALID[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
+    settings = application.settings
+    console.print(f"scheduler: database {application.engine.url.render_as_string(hide_password=True)}, payers "
+                  f"{', '.join(jobs.payers)}; nightly at {settings.reconcile_at} Asia/Shanghai, catch-up over "
+                  f"{settings.catch_up_days} days", highlight=False, markup=False)
+    try:
+        outcomes = process.run(once=once)
+    finally:
+        application.dispose()
+    ran = [outcome for outcome in outcomes if outcome.action == "ran"]
+    for outcome in ran:
+        console.print(f"{outcome.job} {outcome.subject} {outcome.day or ''}: {outcome.status} ({outcome.reason})",
+                      highlight=False, markup=False)
+    if once:
+        console.print(f"catch-up: {len(ran)} runs", highlight=False, markup=False)
+        if any(outcome.status in ("failed", "error", "unavailable") for outcome in outcomes):
+            raise typer.Exit(1)
+
+
+# Finance staff's commands (reconcile, discrepancies, clearing) register themselves on `app`.
+from settlement.cli import finance as _finance  # noqa: E402, F401
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

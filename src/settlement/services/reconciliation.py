@@ -151,6 +151,8 @@ class RunResult:
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """A business day in Asia/Shanghai as the instants that bound it."""
+    if not date(2000, 1, 2) <= day <= date(2099, 12, 30):
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED, "the business date must be within 2000-2099")
     return datetime.combine(day, time.min, SHANGHAI), datetime.combine(day + timedelta(days=1), time.min, SHANGHAI)
 
 
@@ -206,6 +208,7 @@ class Reconciler:
 
     def run(self, payer_code: str, day: date, progress: Progress | None = None) -> RunResult:
         payer = self.payer(payer_code)
+        day_bounds(day)  # refuses dates outside the engine's range before anything is recorded
         say = progress or (lambda _: None)
         claimed = self._claim(payer, day)
         if claimed is None:

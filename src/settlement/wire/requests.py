@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from pydantic import Field
@@ -34,3 +35,15 @@ class CancelRequest(Wire):
     transaction_id: TransactionId
     original_transaction_id: TransactionId
     reason: Annotated[str, Field(max_length=256)] = ""
+
+
+class ReconciliationRequest(Wire):
+    payer: Annotated[str, Field(min_length=1, max_length=32)]
+    business_date: date
+
+
+class ResolutionRequest(Wire):
+    action: str = Field(description="accept_payer | correct | reverse | write_off")
+    note: Annotated[str, Field(min_length=1, max_length=2000)]
+    amount: Annotated[str, Field(max_length=20, description="the correction, e.g. \"-12.50\" (action correct)")] \
+        | None = None

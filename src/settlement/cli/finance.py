@@ -1,0 +1,203 @@
+"""Commands for finance staff: reconciliation runs and reports, the discrepancy queue, monthly clearing."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from settlement.cli.main import EXIT_REJECTED, _application, app, console, errors
+from settlement.services.errors import ServiceError
+
+if TYPE_CHECKING:
+    from settlement.bootstrap import Application
+    from settlement.services.reconciliation import Reconciler
+
+reconcile_app = typer.Typer(help="Reconcile the ledger with a payer's daily statement.", no_args_is_help=True)
+app.add_typer(reconcile_app, name="reconcile")
+discrepancies_app = typer.Typer(help="The discrepancy queue: list and resolve.", no_args_is_help=True)
+app.add_typer(discrepancies_app, name="discrepancies")
+clearing_app = typer.Typer(help="Monthly clearing statements: what each fund owes each hospital.",
+                           no_args_is_help=True)
+app.add_typer(clearing_app, name="clearing")
+
+DateOption = Annotated[str | None, typer.Option("--date", help="business date YYYY-MM-DD (default: yesterday, "
+                                                               "Asia/Shanghai)")]
+
+
+def _day(value: str | None) -> date:
+    from settlement.bootstrap import utc_now
+    from settlement.domain.claim import SHANGHAI
+
+    if value:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            errors.print("[bold red]REQUEST_MALFORMED[/]: --date is YYYY-MM-DD", highlight=False)
+            raise typer.Exit(EXIT_REJECTED) from None
+    return utc_now().astimezone(SHANGHAI).date() - timedelta(days=1)
+
+
+def _refused(error: ServiceError) -> typer.Exit:
+    errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
+    return typer.Exit(EXIT_REJECTED)
+
+
+def _reconciler() -> tuple[Application, Reconciler]:
+    """Built when a command runs: importing the CLI connects to nothing."""
+    from settlement.insurers.config import PayersError, load_payers
+    from settlement.services.reconciliation import Reconciler
+
+    application = _application()
+    settings = application.settings
+    try:
+        payers = load_payers(settings.payers_file)
+    except PayersError as error:
+        errors.print(f"[bold red]PAYERS_INVALID[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(3) from None
+    return application, Reconciler(application.context, payers, settings.inbox_dir,
+                                   timedelta(seconds=settings.timing_window_seconds))
+
+
+@reconcile_app.command("run")
+def reconcile_run(
+    payer: Annotated[str, typer.Option("--payer", help="payer code (payers.yaml)")],
+    day: DateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Fetch the payer's statement for a business date and compare it with the ledger (totals, then details)."""
+    application, reconciler = _reconciler()
+    business_date = _day(day)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=as_json) as progress:
+        task = progress.add_task(f"reconciling {payer} for {business_date}")
+        try:
+            result = reconciler.run(payer, business_date,
+                                    lambda message: progress.update(task, description=message))
+        except ServiceError as error:
+            raise _refused(error) from None
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_result(result.as_dict())
+    application.dispose()
+    if result.status == "failed":
+        raise typer.Exit(4)
+
+
+def _print_result(result: dict[str, object]) -> None:
+    note = " (already running elsewhere)" if result["already_running"] else ""
+    console.print(f"{result['payer']} {result['business_date']}: {result['status']}{note}", highlight=False)
+    if result.get("error"):
+        console.print(f"  error: {result['error']}", highlight=False, markup=False)
+    console.print(f"  engine {result['engine_count']} entries, {result['engine_total']}; payer "
+                  f"{result['payer_count']} rows, {result['payer_total']}", highlight=False)
+    kinds = result["discrepancies"]
+    assert isinstance(kinds, dict)
+    console.print("  discrepancies: " + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"),
+                  highlight=False)
+
+
+@reconcile_app.command("report")
+def reconcile_report(
+    payer: Annotated[str, typer.Option("--payer")],
+    day: DateOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="folder (default: SETTLEMENT_REPORTS_DIR)")] = None,
+) -> None:
+    """Write the run's discrepancies as CSV and a workbook (totals and discrepancies sheets)."""
+    from settlement.services.finance import run_report
+
+    application = _application()
+    try:
+        paths = run_report(application.context, payer, _day(day), out or application.settings.reports_dir)
+    except ServiceError as error:
+        raise _refused(error) from None
+    for path in paths:
+        console.print(str(path), highlight=False, markup=False)
+    application.dispose()
+
+
+@discrepancies_app.command("list")
+def discrepancies_list(
+    payer: Annotated[str | None, typer.Option("--payer")] = None,
+    hospital: Annotated[str | None, typer.Option("--hospital")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="payer_only | engine_only | amount_differs")] = None,
+    older_than: Annotated[int | None, typer.Option("--older-than", help="days since the business date")] = None,
+    status: Annotated[str, typer.Option("--status", help="open | resolved | cleared | all")] = "open",
+    limit: Annotated[int, typer.Option("--limit")] = 200,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The discrepancy queue, oldest first."""
+    from settlement.bootstrap import SYSTEM
+    from settlement.services.finance import Filters, list_discrepancies
+
+    application = _application()
+    try:
+        page = list_discrepancies(application.context, SYSTEM, Filters(payer, hospital, kind, status, older_than),
+                                  limit=limit)
+    except ServiceError as error:
+        raise _refused(error) from None
+    if as_json:
+        print(json.dumps(page, ensure_ascii=False, indent=2))
+        return
+    table = Table("id", "payer", "date", "kind", "timing", "settlement", "entry", "fund", "hospital", "engine",
+                  "payer", "difference", "status")
+    for item in page["items"]:
+        table.add_row(str(item["id"]), item["payer"], item["business_date"], f"{item['kind']} ({item['code']})",
+                      "yes" if item["timing"] else "", item["settlement_id"], item["entry_kind"], item["fund"],
+                      item["hospital_code"], item["engine_amount"] or "-", item["payer_amount"] or "-",
+                      item["difference"], item["status"])
+    console.print(table)
+    application.dispose()
+
+
+@discrepancies_app.command("resolve")
+def discrepancies_resolve(
+    discrepancy_id: Annotated[int, typer.Argument(metavar="ID")],
+    action: Annotated[str, typer.Option("--action", help="accept_payer | correct | reverse | write_off")],
+    note: Annotated[str, typer.Option("--note", help="why (kept with the resolution and in the audit log)")],
+    amount: Annotated[str | None, typer.Option("--amount", help="the correction (action correct), e.g. -12.50")]
+    = None,
+    who: Annotated[str, typer.Option("--by", help="who resolves it (recorded)")] = "cli",
+) -> None:
+    """Resolve a discrepancy; the settlement is never edited (corrections are new linked ledger entries)."""
+    from settlement.services.auth import Caller
+    from settlement.services.finance import resolve
+
+    application = _application()
+    try:
+        item = resolve(application.context, Caller(0, "finance", who, None), discrepancy_id, action, note, amount)
+    except ServiceError as error:
+        raise _refused(error) from None
+    console.print(f"discrepancy {item['id']} {item['status']} ({item['action']}): {item['note']}", highlight=False,
+                  markup=False)
+    application.dispose()
+
+
+@clearing_app.command("run")
+def clearing_run(
+    month: Annotated[str, typer.Option("--month", help="YYYY-MM")],
+    out: Annotated[Path | None, typer.Option("--out", help="folder (default: SETTLEMENT_REPORTS_DIR)")] = None,
+) -> None:
+    """What each fund owes each hospital for the month, net of reversals and corrections (CSV and XLSX)."""
+    from settlement.services.finance import run_clearing
+
+    application = _application()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        progress.add_task(f"clearing {month}")
+        try:
+            result = run_clearing(application.context, month, out or application.settings.reports_dir)
+        except ServiceError as error:
+            raise _refused(error) from None
+    for fund, owed in result["owed_by_fund"].items():
+        console.print(f"{fund}: {owed}", highlight=False)
+    for path in result["files"]:
+        console.print(path, highlight=False, markup=False)
+    application.dispose()
