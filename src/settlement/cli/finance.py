@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from settlement.cli.main import EXIT_REJECTED, _application, app, console, errors
@@ -74,12 +74,16 @@ def reconcile_run(
     """Fetch the payer's statement for a business date and compare it with the ledger (totals, then details)."""
     application, reconciler = _reconciler()
     business_date = _day(day)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True, disable=as_json) as progress:
-        task = progress.add_task(f"reconciling {payer} for {business_date}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=as_json) as progress:
+        # The run's steps: fetch the statement, store and compare it, totals, details where totals differ.
+        task = progress.add_task(f"reconciling {payer} for {business_date}", total=4)
+
+        def step(message: str) -> None:
+            progress.update(task, description=message, advance=1)
+
         try:
-            result = reconciler.run(payer, business_date,
-                                    lambda message: progress.update(task, description=message))
+            result = reconciler.run(payer, business_date, step)
         except ServiceError as error:
             raise _refused(error) from None
     if as_json:
