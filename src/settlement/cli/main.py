@@ -382,14 +382,17 @@ PhantomOption = Annotated[int, typer.Option(
     "--phantom-reversals", min=0, help="report reversals of N settlements the engine never reversed (payer_only)")]
 SeedOption = Annotated[int, typer.Option("--seed", help="seeds the choice of damaged rows")]
 
+if TYPE_CHECKING:
+    from settlement.insurers.config import PayerConfig
 
-def _payers_for_sim() -> dict[str, object]:
+
+def _payers_for_sim() -> dict[str, PayerConfig]:
     from settlement.config import Settings
     from settlement.insurers.config import PayersError, load_payers
 
     settings = Settings()
     try:
-        return dict(load_payers(settings.payers_file))
+        return load_payers(settings.payers_file)
     except PayersError as error:
         errors.print(f"[bold red]PAYERS_INVALID[/]: {escape(str(error))}", highlight=False)
         raise typer.Exit(EXIT_TARIFF) from None
@@ -418,19 +421,26 @@ def payer_sim(
     the statement already prepared and books nothing new. Subcommand `write` drops a file statement instead."""
     if ctx.invoked_subcommand is not None:
         return
+    import logging
+
     import uvicorn
 
-    from settlement.insurers.config import PayerConfig
     from settlement.insurers.simulator import Faults, PayerSimulator
 
     faults = Faults(drop=drop, shift=shift, extra=extra, midnight=midnight, phantom_reversals=phantom_reversals,
                     delay=delay, timeout_first=timeout_first, hang_seconds=hang, seed=seed)
-    payers = {code: payer for code, payer in _payers_for_sim().items() if isinstance(payer, PayerConfig)}
+    payers = _payers_for_sim()
     application = _application()
     simulator = PayerSimulator(application.context, payers, faults)
     url = f"http://{host}:{port}/statements"
     console.print(f"payer simulator: {url}?wsdl for {', '.join(payers)}; faults: {faults.describe()}; ledger of "
                   f"{application.engine.url.render_as_string(hide_password=True)}", highlight=False, markup=False)
+    calls = logging.getLogger("settlement.insurers.simulator")  # every call: booked or replayed, rows, wait
+    if not calls.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        calls.addHandler(handler)
+    calls.setLevel(logging.INFO)
     try:
         uvicorn.run(simulator.asgi(), host=host, port=port, log_level="info")
     finally:
@@ -455,7 +465,6 @@ def payer_sim_write(
     from datetime import date
 
     from settlement.config import Settings
-    from settlement.insurers.config import PayerConfig
     from settlement.insurers.simulator import Faults, PayerSimulator
 
     try:
@@ -466,7 +475,7 @@ def payer_sim_write(
         raise typer.Exit(EXIT_REJECTED) from None
     faults = Faults(drop=drop, shift=shift, extra=extra, midnight=midnight, phantom_reversals=phantom_reversals,
                     seed=seed)
-    payers = {code: config for code, config in _payers_for_sim().items() if isinstance(config, PayerConfig)}
+    payers = _payers_for_sim()
     application = _application()
     try:
         simulator = PayerSimulator(application.context, payers, faults)
@@ -510,10 +519,11 @@ def scheduler(
     finally:
         application.dispose()
     ran = [outcome for outcome in outcomes if outcome.action == "ran"]
-    for outcome in ran:
-        console.print(f"{outcome.job} {outcome.subject} {outcome.day or ''}: {outcome.status} ({outcome.reason})",
-                      highlight=False, markup=False)
     if once:
+        for outcome in ran:
+            subject = f"{outcome.subject} {outcome.day}" if outcome.day else outcome.subject
+            console.print(f"{outcome.job} {subject}: {outcome.status} ({outcome.reason})", highlight=False,
+                          markup=False)
         console.print(f"catch-up: {len(ran)} runs", highlight=False, markup=False)
         if any(outcome.status in ("failed", "error", "unavailable") for outcome in outcomes):
             raise typer.Exit(1)
@@ -521,7 +531,6 @@ def scheduler(
 
 # Finance staff's commands (reconcile, discrepancies, clearing) register themselves on `app`.
 from settlement.cli import finance as _finance  # noqa: E402, F401
-
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -110,17 +110,21 @@ _DETAILS = text(_DETAILS_SQL).bindparams(bindparam("funds", expanding=True), bin
                 *(bindparam(name, type_=Timestamp)
                   for name in ("low", "high", "near_low", "near_high", "late", "now")))
 
-# A timing pair: an engine-only row late on one day and the payer's row of the next day, same amount.
+# A timing pair: one side's row on one business day, the other side's on the adjacent day, same key and amount.
+# Whichever day is run last pairs them (the other day's row need not have been recognised as timing).
 _TIMING_PAIRS = text("""
-    UPDATE discrepancies SET status = 'resolved', action = 'timing', resolved_by = 'reconciliation',
+    UPDATE discrepancies SET status = 'resolved', action = 'timing', timing = true, resolved_by = 'reconciliation',
            resolved_at = :now,
            note = 'cross-midnight: the engine and the payer booked this on adjacent business days'
-    WHERE status = 'open' AND timing = true AND payer = :payer AND business_date IN (:day, :previous_day, :next_day)
+    WHERE status = 'open' AND payer = :payer AND business_date IN (:day, :previous_day, :next_day)
+      AND kind IN ('payer_only', 'engine_only')
       AND EXISTS (
         SELECT 1 FROM discrepancies other
-        WHERE other.payer = discrepancies.payer AND other.status IN ('open', 'resolved') AND other.timing = true
+        WHERE other.payer = discrepancies.payer AND other.status IN ('open', 'resolved')
+          AND other.business_date IN (:day, :previous_day, :next_day)
+          AND other.business_date <> discrepancies.business_date
           AND other.settlement_id = discrepancies.settlement_id AND other.entry_kind = discrepancies.entry_kind
-          AND other.fund = discrepancies.fund AND other.id <> discrepancies.id
+          AND other.fund = discrepancies.fund
           AND other.kind <> discrepancies.kind AND other.kind IN ('payer_only', 'engine_only')
           AND COALESCE(other.engine_fen, other.payer_fen) = COALESCE(discrepancies.engine_fen, discrepancies.payer_fen))
 """).bindparams(bindparam("now", type_=Timestamp))
@@ -189,17 +193,20 @@ class Reconciler:
                             "engine_count, engine_total_fen, payer_count, payer_total_fen, discrepancies, totals) "
                             "VALUES (:payer, :day, 'pending', '', 0, 0, 0, 0, 0, 0, '[]')"),
                             {"payer": payer.code, "day": day})
+                    # A new request asks the payer for a fresh statement; after a failed or abandoned attempt the
+                    # payer may have done the work, so it is asked again under the same request id.
                     request_id = f"{payer.code}-{day:%Y%m%d}-{secrets.token_hex(4)}"
                     claimed = connection.execute(text(
                         "UPDATE reconciliation_runs SET status = 'running', attempts = attempts + 1, "
-                        "started_at = :now, request_id = :request_id, error = NULL "
+                        "started_at = :now, error = NULL, request_id = CASE WHEN status IN ('failed', 'running') "
+                        "AND request_id <> '' THEN request_id ELSE :request_id END "
                         "WHERE payer = :payer AND business_date = :day "
-                        "AND (status <> 'running' OR started_at < :stale) RETURNING id").bindparams(
+                        "AND (status <> 'running' OR started_at < :stale) RETURNING id, request_id").bindparams(
                             bindparam("now", type_=Timestamp), bindparam("stale", type_=Timestamp)),
                         {"now": now, "stale": now - STALE_RUN, "request_id": request_id, "payer": payer.code,
-                         "day": day}).scalar()
+                         "day": day}).first()
                     tx.commit()
-                    return (int(claimed), request_id) if claimed is not None else None
+                    return (int(claimed[0]), str(claimed[1])) if claimed is not None else None
             except IntegrityError:
                 continue  # a concurrent start inserted the record first: claim it (or find it running)
         return None  # pragma: no cover - the second attempt finds the record
