@@ -305,17 +305,13 @@ def run_clearing(context: Context, month: str, reports_dir: Path) -> dict[str, A
                   "reversed": fmt(from_fen(int(r))), "corrected": fmt(from_fen(int(c))), "owed": fmt(from_fen(int(n))),
                   "settlements": int(count)}
                  for fund, code, name, s, r, c, n, count in rows]
-        existing = connection.execute(text("SELECT id FROM clearing_runs WHERE month = :month"),
-                                      {"month": month}).scalar()
-        if existing is None:
-            connection.execute(text("INSERT INTO clearing_runs (month, status, created_at, finished_at, totals) "
-                                    "VALUES (:month, 'done', :now, :now, :totals)").bindparams(
-                                        bindparam("now", type_=Timestamp)),
-                               {"month": month, "now": now, "totals": json.dumps(lines, ensure_ascii=False)})
-        else:
-            connection.execute(text("UPDATE clearing_runs SET status = 'done', finished_at = :now, totals = :totals "
-                                    "WHERE id = :id").bindparams(bindparam("now", type_=Timestamp)),
-                               {"now": now, "totals": json.dumps(lines, ensure_ascii=False), "id": existing})
+        # One record per month, whoever runs it: the insert of a concurrent run is absorbed, then refreshed.
+        connection.execute(text("INSERT INTO clearing_runs (month, status, created_at, finished_at, totals) "
+                                "VALUES (:month, 'running', :now, NULL, '[]') ON CONFLICT (month) DO NOTHING")
+                           .bindparams(bindparam("now", type_=Timestamp)), {"month": month, "now": now})
+        connection.execute(text("UPDATE clearing_runs SET status = 'done', finished_at = :now, totals = :totals "
+                                "WHERE month = :month").bindparams(bindparam("now", type_=Timestamp)),
+                           {"now": now, "totals": json.dumps(lines, ensure_ascii=False), "month": month})
         tx.repo.audit(now, "clearing", "clearing.run", "clearing_run", month,
                       json.dumps({"lines": len(lines)}))
         tx.commit()
