@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     ServiceCode.DATABASE_BUSY: 503,
     ServiceCode.TRANSACTION_CANCELLED: 409,
     ServiceCode.DISCREPANCY_CLOSED: 409,
+    ServiceCode.REVERSAL_REFUSED: 409,
     ServiceCode.XML_MALFORMED: 400,
     ServiceCode.XML_FORBIDDEN: 400,
     ServiceCode.XML_TOO_LARGE: 413,

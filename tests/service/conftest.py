@@ -92,7 +92,8 @@ class Service:
 
 def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {"database_url": url, "tariffs_dir": TARIFFS, "secret_key": "test-secret",
-                              "data_dir": tmp, "demo": False, **overrides}
+                              "data_dir": tmp, "demo": False, "inbox_dir": tmp / "inbox",
+                              "reports_dir": tmp / "reports", **overrides}
     return Settings(**fields)
 
 

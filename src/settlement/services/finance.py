@@ -103,6 +103,10 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"action is one of {', '.join(ACTIONS)}")
     if not note.strip():
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, "a resolution needs a note saying why")
+    if action == "reverse":
+        # The reversal first, under a key of the discrepancy's own (a retry reverses once); the discrepancy is
+        # resolved below only once the reversal exists.
+        _reverse_for_finance(context, discrepancy_id, note)
     now = context.clock()
     with context.uow() as tx:
         connection = tx.session.connection()
@@ -115,7 +119,6 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
             raise ServiceError(ServiceCode.DISCREPANCY_CLOSED,
                                f"discrepancy {discrepancy_id} is {item['status']} already")
         settlement = tx.repo.settlement(item["settlement_id"])
-        reversing_hospital = settlement.hospital_id if settlement is not None else 0
         correction_id = None
         if action in ("accept_payer", "correct"):
             if settlement is None:
@@ -137,8 +140,6 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
                       json.dumps({"note": note, "correction_id": correction_id, "settlement": item["settlement_id"],
                                   "fund": item["fund"]}, ensure_ascii=False))
         tx.commit()
-    if action == "reverse":
-        _reverse_for_finance(context, item["settlement_id"], reversing_hospital, discrepancy_id, note)
     resolved: dict[str, Any] = list_discrepancies(context, caller, Filters(status="all", payer=item["payer"]),
                                                   limit=1, after_id=discrepancy_id - 1)["items"][0]
     return resolved
@@ -186,20 +187,33 @@ def _post_correction(tx: Any, settlement: Any, fund: str, delta_fen: int, note: 
     return correction_id
 
 
-def _reverse_for_finance(context: Context, settlement_public_id: str, hospital_id: int, discrepancy_id: int,
-                         note: str) -> None:
-    """Reverse on the hospital's behalf, keyed by the discrepancy (a retry reverses once)."""
+def _reverse_for_finance(context: Context, discrepancy_id: int, note: str) -> None:
+    """Reverse the discrepancy's settlement on its hospital's behalf, keyed by the discrepancy: the key has a '/',
+    which hospitals' transaction ids cannot, so no hospital can have used it."""
     from settlement.services.settlements import SettlementService
     from settlement.wire.requests import ReverseRequest
 
     with context.uow() as tx:
-        hospital = tx.repo.hospital(hospital_id)
+        row = tx.session.connection().execute(text("SELECT settlement_id, status FROM discrepancies WHERE id = :id"),
+                                              {"id": discrepancy_id}).first()
+        if row is None:
+            raise ServiceError(ServiceCode.NOT_FOUND, f"no discrepancy {discrepancy_id}")
+        if row[1] != "open":
+            raise ServiceError(ServiceCode.DISCREPANCY_CLOSED, f"discrepancy {discrepancy_id} is {row[1]} already")
+        settlement = tx.repo.settlement(row[0])
+        if settlement is None:
+            raise ServiceError(ServiceCode.NOT_FOUND, f"the engine has no settlement {row[0]}")
+        hospital = tx.repo.hospital(settlement.hospital_id)
         assert hospital is not None
         on_behalf = Caller(0, "hospital", f"finance-for-{hospital.code}", hospital.id, hospital.code, hospital.level)
-    reply = SettlementService(context).reverse(on_behalf, settlement_public_id, ReverseRequest(
-        transaction_id=f"FIN-DISCREPANCY-{discrepancy_id}", reason=f"finance: {note}"[:256]))
+        public_id = settlement.public_id
+    request = ReverseRequest.model_construct(transaction_id=f"finance/discrepancy/{discrepancy_id}",
+                                             reason=f"finance: {note}"[:256])
+    reply = SettlementService(context).reverse(on_behalf, public_id, request)
     if reply.status >= 400 and json.loads(reply.body).get("code") != ServiceCode.SETTLEMENT_ALREADY_REVERSED:
-        raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"the reversal was refused: {reply.body[:200]}")
+        problem = json.loads(reply.body)
+        raise ServiceError(ServiceCode.REVERSAL_REFUSED, f"the reversal was refused: {problem.get('code')}: "
+                                                         f"{problem.get('detail', '')}"[:300])
 
 
 # Reports
@@ -287,8 +301,8 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         first = date(year, number, 1)
     except ValueError:
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, "month is YYYY-MM") from None
-    if len(month) != 7:
-        raise ServiceError(ServiceCode.REQUEST_MALFORMED, "month is YYYY-MM")
+    if len(month) != 7 or not 2000 <= first.year <= 2099:
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED, "month is YYYY-MM, within 2000-2099")
     following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
     return datetime.combine(first, time.min, SHANGHAI), datetime.combine(following, time.min, SHANGHAI)
 

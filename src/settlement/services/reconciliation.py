@@ -54,16 +54,25 @@ _ENGINE = """
     HAVING SUM(l.paid_fen) <> 0
 """
 
+# Totals per fund and hospital, counted over the same keys as the details (settlement, entry, fund), so that a
+# statement equal to the ledger's side agrees in every count as well as every sum.
 _TOTALS = text("""
     SELECT fund, hospital_code, SUM(engine_count), SUM(engine_fen), SUM(payer_count), SUM(payer_fen) FROM (
-        SELECT l.fund AS fund, h.code AS hospital_code, COUNT(*) AS engine_count, SUM(l.paid_fen) AS engine_fen,
+        SELECT keyed.fund AS fund, h.code AS hospital_code, COUNT(*) AS engine_count, SUM(keyed.paid) AS engine_fen,
                0 AS payer_count, 0 AS payer_fen
-        FROM ledger_entries l JOIN hospitals h ON h.id = l.hospital_id
-        WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.paid_fen <> 0
-        GROUP BY l.fund, h.code
+        FROM (
+            SELECT l.fund AS fund, l.hospital_id AS hospital_id, SUM(l.paid_fen) AS paid
+            FROM ledger_entries l
+            WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
+            GROUP BY l.settlement_id, l.reversal_id IS NOT NULL, l.correction_id IS NOT NULL, l.fund, l.hospital_id
+            HAVING SUM(l.paid_fen) <> 0
+        ) keyed JOIN hospitals h ON h.id = keyed.hospital_id
+        GROUP BY keyed.fund, h.code
         UNION ALL
-        SELECT fund, hospital_code, 0, 0, COUNT(*), SUM(amount_fen)
-        FROM statement_rows WHERE run_id = :run GROUP BY fund, hospital_code
+        SELECT fund, hospital_code, 0, 0, COUNT(*), SUM(amount) FROM (
+            SELECT fund, MIN(hospital_code) AS hospital_code, SUM(amount_fen) AS amount FROM statement_rows
+            WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
+        ) payer_rows GROUP BY fund, hospital_code
     ) sides
     GROUP BY fund, hospital_code ORDER BY fund, hospital_code
 """).bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
@@ -102,7 +111,10 @@ _DETAILS_SQL = f"""
     WHERE (e.settlement_id IS NULL OR p.settlement_id IS NULL OR e.amount_fen <> p.amount_fen)
       AND (COALESCE(e.fund, p.fund) || '/' || COALESCE(e.hospital_code, p.hospital_code)) IN :groups
     ON CONFLICT (run_id, settlement_id, entry_kind, fund) DO UPDATE SET
-        status = CASE WHEN discrepancies.status = 'cleared' THEN 'open' ELSE discrepancies.status END,
+        status = CASE WHEN discrepancies.status = 'cleared' THEN 'open'
+                      WHEN discrepancies.engine_fen IS DISTINCT FROM excluded.engine_fen
+                        OR discrepancies.payer_fen IS DISTINCT FROM excluded.payer_fen THEN 'open'
+                      ELSE discrepancies.status END,
         kind = excluded.kind, timing = excluded.timing, engine_fen = excluded.engine_fen,
         payer_fen = excluded.payer_fen
 """  # noqa: S608 - composed of constant SQL only

@@ -1,0 +1,46 @@
+"""Fixtures for reconciliation and clearing: the service fixtures (real SQLite and PostgreSQL, a settable clock,
+a live uvicorn on loopback), plus an application whose settings name an inbox, a payers file and a reports
+folder of the test's own (for the REST and CLI tests, which read the payers and statements from files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from settlement.bootstrap import build, prepare
+from tests.service.conftest import (  # noqa: F401 - fixtures shared with the service tests
+    Clock,
+    LiveServer,
+    Service,
+    claim_body,
+    database_url,
+    import_roster_rows,
+    live,
+    new_id_number,
+    pg_url,
+    service,
+    settings_for,
+    start_server,
+)
+
+
+@pytest.fixture
+def files_service(database_url: str, tmp_path: Path) -> Iterator[Service]:
+    """A service whose payers file, inbox and reports folder are under the test's temporary folder."""
+    application = build(settings_for(database_url, tmp_path, inbox_dir=tmp_path / "inbox",
+                                     payers_file=tmp_path / "payers.yaml", reports_dir=tmp_path / "reports"))
+    clock = Clock()
+    application.context.clock = clock
+    prepare(application)
+    yield Service(application, clock, tmp_path)
+    application.dispose()
+
+
+@pytest.fixture
+def files_live(files_service: Service) -> Iterator[LiveServer]:
+    running = start_server(files_service.app)
+    yield running
+    running.server.should_exit = True
+    running.thread.join(timeout=10)
