@@ -324,9 +324,8 @@ class StatementRow(Base):
     """A payer's statement of a business date, as received (replaced when the run is repeated)."""
 
     __tablename__ = "statement_rows"
-    __table_args__ = (Index("ix_statement_rows_run_key", "run_id", "settlement_id", "entry_kind", "fund"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("reconciliation_runs.id"))
+    run_id: Mapped[int] = mapped_column(BigId, index=True)  # no foreign key: rows are replaced by the million
     settlement_id: Mapped[str] = mapped_column(String(32))  # the engine's public settlement id
     entry_kind: Mapped[str] = mapped_column(String(16))  # settlement | reversal | correction
     fund: Mapped[str] = mapped_column(String(6))

@@ -41,17 +41,26 @@ Progress = Callable[[str], None]
 
 # The engine's side of a day: what the ledger paid per (settlement, entry, fund), paid amounts only.
 _ENGINE = """
-    SELECT s.public_id AS settlement_id,
-           CASE WHEN l.correction_id IS NOT NULL THEN 'correction'
-                WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
-           l.fund AS fund, h.code AS hospital_code, SUM(l.paid_fen) AS amount_fen, MIN(l.created_at) AS occurred_at
-    FROM ledger_entries l
-    JOIN settlements s ON s.id = l.settlement_id
-    JOIN hospitals h ON h.id = l.hospital_id
-    WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds
-    GROUP BY s.public_id, CASE WHEN l.correction_id IS NOT NULL THEN 'correction'
-                               WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END, l.fund, h.code
-    HAVING SUM(l.paid_fen) <> 0
+    SELECT s.public_id AS settlement_id, keyed.entry_kind AS entry_kind, keyed.fund AS fund,
+           h.code AS hospital_code, keyed.amount_fen AS amount_fen, keyed.occurred_at AS occurred_at
+    FROM (
+        -- a settlement or a reversal has one entry per fund: no grouping needed
+        SELECT l.settlement_id AS settlement_id,
+               CASE WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
+               l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS amount_fen, l.created_at AS occurred_at
+        FROM ledger_entries l
+        WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds
+          AND l.correction_id IS NULL AND l.paid_fen <> 0
+        UNION ALL
+        -- corrections of one settlement and fund on one day are reported as their sum
+        SELECT l.settlement_id, 'correction', l.fund, l.hospital_id, SUM(l.paid_fen), MIN(l.created_at)
+        FROM ledger_entries l
+        WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds AND l.correction_id IS NOT NULL
+        GROUP BY l.settlement_id, l.fund, l.hospital_id
+        HAVING SUM(l.paid_fen) <> 0
+    ) keyed
+    JOIN settlements s ON s.id = keyed.settlement_id
+    JOIN hospitals h ON h.id = keyed.hospital_id
 """
 
 # Totals per fund and hospital, counted over the same keys as the details (settlement, entry, fund), so that a
@@ -61,10 +70,15 @@ _TOTALS = text("""
         SELECT keyed.fund AS fund, h.code AS hospital_code, COUNT(*) AS engine_count, SUM(keyed.paid) AS engine_fen,
                0 AS payer_count, 0 AS payer_fen
         FROM (
-            SELECT l.fund AS fund, l.hospital_id AS hospital_id, SUM(l.paid_fen) AS paid
+            SELECT l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS paid
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
-            GROUP BY l.settlement_id, l.reversal_id IS NOT NULL, l.correction_id IS NOT NULL, l.fund, l.hospital_id
+              AND l.correction_id IS NULL AND l.paid_fen <> 0
+            UNION ALL
+            SELECT l.fund, l.hospital_id, SUM(l.paid_fen)
+            FROM ledger_entries l
+            WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
+            GROUP BY l.settlement_id, l.fund, l.hospital_id
             HAVING SUM(l.paid_fen) <> 0
         ) keyed JOIN hospitals h ON h.id = keyed.hospital_id
         GROUP BY keyed.fund, h.code
@@ -83,26 +97,13 @@ _DETAILS_SQL = f"""
     payer AS (
         SELECT settlement_id, entry_kind, fund, MIN(hospital_code) AS hospital_code, SUM(amount_fen) AS amount_fen
         FROM statement_rows WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
-    ),
-    nearby AS ({_ENGINE.format(low=":near_low", high=":near_high")}),
-    neighbours AS (
-        SELECT sr.settlement_id, sr.entry_kind, sr.fund FROM statement_rows sr
-        JOIN reconciliation_runs r ON r.id = sr.run_id
-        WHERE r.payer = :payer AND r.business_date IN (:previous_day, :next_day)
-        GROUP BY sr.settlement_id, sr.entry_kind, sr.fund
     )
     INSERT INTO discrepancies (run_id, payer, business_date, kind, timing, settlement_id, entry_kind, fund,
                                hospital_code, engine_fen, payer_fen, created_at, status)
     SELECT :run, :payer, :day,
            CASE WHEN e.settlement_id IS NULL THEN 'payer_only' WHEN p.settlement_id IS NULL THEN 'engine_only'
                 ELSE 'amount_differs' END,
-           CASE WHEN e.settlement_id IS NULL THEN EXISTS (
-                    SELECT 1 FROM nearby n WHERE n.settlement_id = p.settlement_id AND n.entry_kind = p.entry_kind
-                    AND n.fund = p.fund AND (n.occurred_at < :low OR n.occurred_at >= :high))
-                WHEN p.settlement_id IS NULL THEN (e.occurred_at >= :late OR EXISTS (
-                    SELECT 1 FROM neighbours b WHERE b.settlement_id = e.settlement_id
-                    AND b.entry_kind = e.entry_kind AND b.fund = e.fund))
-                ELSE false END,
+           CASE WHEN p.settlement_id IS NULL THEN e.occurred_at >= :late ELSE false END,
            COALESCE(e.settlement_id, p.settlement_id), COALESCE(e.entry_kind, p.entry_kind),
            COALESCE(e.fund, p.fund), COALESCE(e.hospital_code, p.hospital_code),
            e.amount_fen, p.amount_fen, :now, 'open'
@@ -119,8 +120,29 @@ _DETAILS_SQL = f"""
         payer_fen = excluded.payer_fen
 """  # noqa: S608 - composed of constant SQL only
 _DETAILS = text(_DETAILS_SQL).bindparams(bindparam("funds", expanding=True), bindparam("groups", expanding=True),
-                *(bindparam(name, type_=Timestamp)
-                  for name in ("low", "high", "near_low", "near_high", "late", "now")))
+                *(bindparam(name, type_=Timestamp) for name in ("low", "high", "late", "now")))
+
+# Timing, for the few rows found: a payer-only row the ledger has on an adjacent day (found through the
+# settlement's public id, by index), and an engine-only row the payer reported on an adjacent day.
+_TIMING_PAYER_ONLY = text("""
+    UPDATE discrepancies SET timing = true
+    WHERE run_id = :run AND kind = 'payer_only' AND timing = false AND EXISTS (
+        SELECT 1 FROM settlements s JOIN ledger_entries l ON l.settlement_id = s.id
+        WHERE s.public_id = discrepancies.settlement_id AND l.fund = discrepancies.fund
+          AND (CASE WHEN l.correction_id IS NOT NULL THEN 'correction'
+                    WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END) = discrepancies.entry_kind
+          AND l.created_at >= :near_low AND l.created_at < :near_high
+          AND (l.created_at < :low OR l.created_at >= :high))
+""").bindparams(*(bindparam(name, type_=Timestamp) for name in ("low", "high", "near_low", "near_high")))
+
+_TIMING_ENGINE_ONLY = text("""
+    UPDATE discrepancies SET timing = true
+    WHERE run_id = :run AND kind = 'engine_only' AND timing = false AND EXISTS (
+        SELECT 1 FROM statement_rows sr JOIN reconciliation_runs r ON r.id = sr.run_id
+        WHERE r.payer = :payer AND r.business_date IN (:previous_day, :next_day)
+          AND sr.settlement_id = discrepancies.settlement_id AND sr.entry_kind = discrepancies.entry_kind
+          AND sr.fund = discrepancies.fund)
+""")
 
 # A timing pair: one side's row on one business day, the other side's on the adjacent day, same key and amount.
 # Whichever day is run last pairs them (the other day's row need not have been recognised as timing).
@@ -269,8 +291,14 @@ class Reconciler:
         funds = list(payer.funds)
         with self.context.uow() as tx:
             connection = tx.session.connection()
+            if connection.dialect.name == "postgresql":
+                # JIT compiling the day's big statements costs more than it saves at this size.
+                connection.execute(text("SET LOCAL jit = off"))
             connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
             _insert_statement(connection, run_id, lines)
+            if connection.dialect.name == "postgresql":
+                # Fresh statistics, or the planner takes a million fresh rows for a few thousand and spills.
+                connection.execute(text("ANALYZE statement_rows"))
             say("totals per fund and hospital")
             totals = [
                 {"fund": fund, "hospital_code": hospital, "engine_count": int(e_count or 0),
@@ -287,9 +315,13 @@ class Reconciler:
                 say(f"details for {len(differing)} fund and hospital groups whose totals differ")
                 connection.execute(_DETAILS, {
                     "run": run_id, "payer": payer.code, "day": day, "low": low, "high": high,
-                    "near_low": low - timedelta(days=1), "near_high": high + timedelta(days=1),
-                    "late": high - self.timing_window, "previous_day": day - timedelta(days=1),
-                    "next_day": day + timedelta(days=1), "funds": funds, "groups": differing, "now": now})
+                    "late": high - self.timing_window, "funds": funds, "groups": differing, "now": now})
+                connection.execute(_TIMING_PAYER_ONLY, {
+                    "run": run_id, "low": low, "high": high, "near_low": low - timedelta(days=1),
+                    "near_high": high + timedelta(days=1)})
+                connection.execute(_TIMING_ENGINE_ONLY, {
+                    "run": run_id, "payer": payer.code, "previous_day": day - timedelta(days=1),
+                    "next_day": day + timedelta(days=1)})
                 connection.execute(_TIMING_PAIRS, {"now": now, "payer": payer.code, "day": day,
                                                    "previous_day": day - timedelta(days=1),
                                                    "next_day": day + timedelta(days=1)})
@@ -338,7 +370,8 @@ def _insert_statement(connection: Connection, run_id: int, lines: list[Statement
         assert raw is not None
         with raw.cursor() as cursor, cursor.copy(
                 "COPY statement_rows (run_id, settlement_id, entry_kind, fund, hospital_code, amount_fen, "
-                "occurred_at) FROM STDIN") as copy:
+                "occurred_at) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bigint", "text", "text", "text", "text", "bigint", "timestamptz"])
             for line in lines:
                 copy.write_row((run_id, line.settlement_id, line.entry_kind, line.fund, line.hospital_code,
                                 line.amount_fen, line.occurred_at))
