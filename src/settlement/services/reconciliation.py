@@ -319,9 +319,15 @@ class Reconciler:
                 connection.execute(_TIMING_PAYER_ONLY, {
                     "run": run_id, "low": low, "high": high, "near_low": low - timedelta(days=1),
                     "near_high": high + timedelta(days=1)})
-                connection.execute(_TIMING_ENGINE_ONLY, {
-                    "run": run_id, "payer": payer.code, "previous_day": day - timedelta(days=1),
-                    "next_day": day + timedelta(days=1)})
+                adjacent = connection.execute(text(
+                    "SELECT COUNT(*) FROM reconciliation_runs WHERE payer = :payer "
+                    "AND business_date IN (:previous_day, :next_day)"),
+                    {"payer": payer.code, "previous_day": day - timedelta(days=1),
+                     "next_day": day + timedelta(days=1)}).scalar_one()
+                if adjacent:  # the adjacent days' statements are read only when there are any
+                    connection.execute(_TIMING_ENGINE_ONLY, {
+                        "run": run_id, "payer": payer.code, "previous_day": day - timedelta(days=1),
+                        "next_day": day + timedelta(days=1)})
                 connection.execute(_TIMING_PAIRS, {"now": now, "payer": payer.code, "day": day,
                                                    "previous_day": day - timedelta(days=1),
                                                    "next_day": day + timedelta(days=1)})
