@@ -24,7 +24,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,23 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("SETTLEMENT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def bench_database() -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database for one benchmark run, dropped after it; yields the service's environment."""
+    name = f"settlement_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    data_dir = ROOT / "var" / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield {**os.environ, "SETTLEMENT_DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+               "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"), "SETTLEMENT_SECRET_KEY": "bench",
+               "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20", "PYTHONPATH": str(ROOT)}
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:
@@ -161,15 +179,7 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=2000, help="distinct patients the bills are spread over")
     args = parser.parse_args()
 
-    name = f"settlement_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    data_dir = ROOT / "var" / "bench"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"),
-           "SETTLEMENT_SECRET_KEY": "bench", "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20"}
-    try:
+    with bench_database() as env:
         # Schema, tariffs, one hospital and its key, through the real commands.
         subprocess.run([sys.executable, "-m", "settlement.cli.main", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
@@ -177,7 +187,7 @@ def main() -> None:
                                 "商州区人民医院", "--level", "county", "--region", "611002"], env=env, check=True,
                                capture_output=True, text=True)
         key = added.stdout.strip().split()[-1]
-        with psycopg.connect(database_url, autocommit=True) as connection:
+        with psycopg.connect(env["SETTLEMENT_DATABASE_URL"], autocommit=True) as connection:
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
                 "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
@@ -192,9 +202,6 @@ def main() -> None:
                 results[label] = load(url, path, bodies, headers, args.clients, args.seconds, args.warmup)
             finally:
                 stop(process)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured, "
           f"PostgreSQL, 24-line bills over {args.persons} patients")

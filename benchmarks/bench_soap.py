@@ -15,16 +15,13 @@ import argparse
 import base64
 import json
 import os
-import secrets
 import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-import psycopg
-
-from benchmarks.bench_service import PG_ADMIN, ROOT, Builder, drive, patient_bodies, rest_requests, start, stop
+from benchmarks.bench_service import Builder, bench_database, drive, patient_bodies, rest_requests, start, stop
 from settlement.soap.wsse import DIGEST_TYPE, WSSE, WSU, password_digest
 
 STANDARD = "urn:settlement:soap:v1"
@@ -84,17 +81,8 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=2000)
     args = parser.parse_args()
 
-    name = f"settlement_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    data_dir = ROOT / "var" / "bench"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"),
-           "SETTLEMENT_SECRET_KEY": "bench", "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20",
-           "PYTHONPATH": str(ROOT)}
     results: dict[str, dict[str, float]] = {}
-    try:
+    with bench_database() as env:
         cli(env, "db", "upgrade")
         code = "H61100200011"
         added = cli(env, "hospitals", "add", code, "商州区人民医院", "--level", "county", "--region", "611002")
@@ -114,9 +102,6 @@ def main() -> None:
                                                    args.clients, args.seconds, args.warmup)
         finally:
             stop(process)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured each, "
           f"PostgreSQL, 24-line bills over {args.persons} patients")
