@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,14 +49,21 @@ class Application:
             self.bookkeeping_engine.dispose()
 
 
+def write_private(path: Path, text: str) -> None:
+    """A secret file created readable by its owner only (never briefly world-readable)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
+
+
 def secret_key(settings: Settings) -> bytes:
     if settings.secret_key:
         return settings.secret_key.encode("utf-8")
     path = settings.data_dir / "secret.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48), encoding="ascii")
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(48))
     return path.read_text(encoding="ascii").strip().encode("ascii")
 
 
@@ -65,8 +73,7 @@ def credentials_cipher(settings: Settings) -> Fernet:
     path = settings.data_dir / "credentials.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new_credentials_key(), encoding="ascii")
-        path.chmod(0o600)
+        write_private(path, new_credentials_key())
     return cipher_for(path.read_text(encoding="ascii").strip())
 
 
@@ -113,9 +120,8 @@ def prepare(app: Application) -> list[str]:
         bind_dialects(app.context, code, sorted(app.dialects.dialects), set(app.dialects.dialects), "system")
         soap_password = issue_password(app.context, app.cipher, code, "system")
         keys_file.parent.mkdir(parents=True, exist_ok=True)
-        keys_file.write_text(f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n"
-                             f"soap {code} {soap_password}\n", encoding="utf-8")
-        keys_file.chmod(0o600)
+        write_private(keys_file, f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n"
+                                 f"soap {code} {soap_password}\n")
         lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
     if keys_file.exists():
         lines.append(f"demo keys (kept in {keys_file}):")
