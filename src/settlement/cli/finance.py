@@ -150,12 +150,16 @@ def discrepancies_list(
     if as_json:
         print(json.dumps(page, ensure_ascii=False, indent=2))
         return
-    table = Table("id", "payer", "date", "kind", "timing", "settlement", "entry", "fund", "hospital", "engine",
-                  "payer", "difference", "status")
+    # A plain, borderless table: every column fits a 120-character terminal, and ids are never cut.
+    table = Table(box=None, padding=(0, 1), header_style="bold")
+    for name in ("id", "payer", "date", "kind", "settlement", "fund", "hospital", "engine", "payer", "difference",
+                 "status"):
+        table.add_column(name, no_wrap=name != "kind")
     for item in page["items"]:
-        table.add_row(str(item["id"]), item["payer"], item["business_date"], f"{item['kind']} ({item['code']})",
-                      "yes" if item["timing"] else "", item["settlement_id"], item["entry_kind"], item["fund"],
-                      item["hospital_code"], item["engine_amount"] or "-", item["payer_amount"] or "-",
+        kind = f"{item['code']} {item['kind']}" + (" (timing)" if item["timing"] else "") \
+            + (f", {item['entry_kind']}" if item["entry_kind"] != "settlement" else "")
+        table.add_row(str(item["id"]), item["payer"], item["business_date"], kind, item["settlement_id"],
+                      item["fund"], item["hospital_code"], item["engine_amount"] or "-", item["payer_amount"] or "-",
                       item["difference"], item["status"])
     console.print(table)
     application.dispose()
