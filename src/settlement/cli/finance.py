@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from settlement.cli.main import EXIT_REJECTED, _application, app, console, errors
+from settlement.cli.main import EXIT_REJECTED, _application, app, console, errors, refused
 from settlement.services.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ def _day(value: str | None) -> date:
             errors.print("[bold red]REQUEST_MALFORMED[/]: --date is YYYY-MM-DD", highlight=False)
             raise typer.Exit(EXIT_REJECTED) from None
     return utc_now().astimezone(SHANGHAI).date() - timedelta(days=1)
-
-
-def _refused(error: ServiceError) -> typer.Exit:
-    errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
-    return typer.Exit(EXIT_REJECTED)
 
 
 def _reconciler() -> tuple[Application, Reconciler]:
@@ -85,7 +80,7 @@ def reconcile_run(
         try:
             result = reconciler.run(payer, business_date, step)
         except ServiceError as error:
-            raise _refused(error) from None
+            raise refused(error) from None
     if as_json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -121,7 +116,7 @@ def reconcile_report(
     try:
         paths = run_report(application.context, payer, _day(day), out or application.settings.reports_dir)
     except ServiceError as error:
-        raise _refused(error) from None
+        raise refused(error) from None
     for path in paths:
         console.print(str(path), highlight=False, markup=False)
     application.dispose()
@@ -146,7 +141,7 @@ def discrepancies_list(
         page = list_discrepancies(application.context, SYSTEM, Filters(payer, hospital, kind, status, older_than),
                                   limit=limit)
     except ServiceError as error:
-        raise _refused(error) from None
+        raise refused(error) from None
     if as_json:
         print(json.dumps(page, ensure_ascii=False, indent=2))
         return
@@ -182,7 +177,7 @@ def discrepancies_resolve(
     try:
         item = resolve(application.context, Caller(0, "finance", who, None), discrepancy_id, action, note, amount)
     except ServiceError as error:
-        raise _refused(error) from None
+        raise refused(error) from None
     console.print(f"discrepancy {item['id']} {item['status']} ({item['action']}): {item['note']}", highlight=False,
                   markup=False)
     application.dispose()
@@ -203,7 +198,7 @@ def clearing_run(
         try:
             result = run_clearing(application.context, month, out or application.settings.reports_dir)
         except ServiceError as error:
-            raise _refused(error) from None
+            raise refused(error) from None
     for fund, owed in result["owed_by_fund"].items():
         console.print(f"{fund}: {owed}", highlight=False)
     for path in result["files"]:

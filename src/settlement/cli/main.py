@@ -48,6 +48,12 @@ EXIT_REJECTED = 2
 EXIT_TARIFF = 3
 
 
+def refused(error: ServiceError, exit_code: int = EXIT_REJECTED) -> typer.Exit:
+    """Print a refusal (its stable code, and its message with any [brackets] shown as written); the exit to raise."""
+    errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
+    return typer.Exit(exit_code)
+
+
 def _fail(error: SettlementError, exit_code: int) -> typer.Exit:
     errors.print(f"[bold red]{error.code}[/]: cannot continue", highlight=False)
     for problem in error.problems:
@@ -157,8 +163,7 @@ def _application(migrate: bool = True) -> Application:
         errors.print(f"[bold red]DIALECT_INVALID[/]: {escape(str(error))}", highlight=False)
         raise typer.Exit(EXIT_TARIFF) from None
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
-        raise typer.Exit(EXIT_TARIFF) from None
+        raise refused(error, EXIT_TARIFF) from None
 
 
 @app.command()
@@ -186,8 +191,7 @@ def serve(
     except SettlementError as error:
         raise _fail(error, EXIT_TARIFF) from None
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_TARIFF) from None
+        raise refused(error, EXIT_TARIFF) from None
     application.dispose()
     bind_host = host or settings.host
     bind_port = port or settings.port
@@ -215,8 +219,7 @@ def roster_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
     try:
         report = import_roster(application.context, SYSTEM, file.name, file.read_bytes())
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     console.print(f"{file.name}: {report.rows} rows, {report.accepted} accepted, {len(report.rejected)} rejected, "
                   f"{report.changed} changes" + (" (nothing new: already imported)" if report.already_imported
                                                  else ""), highlight=False)
@@ -239,8 +242,7 @@ def hospitals_add(
     try:
         key = add_hospital(application.context, code, name, level, region, "cli")
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     console.print(f"hospital {code} added; its API key (shown once): {key}", highlight=False, markup=False)
 
 
@@ -256,8 +258,7 @@ def keys_add(
     try:
         key = add_staff(application.context, kind, name, "cli")
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     console.print(f"{kind} key for {name} (shown once): {key}", highlight=False, markup=False)
 
 
@@ -273,8 +274,7 @@ def hospitals_bind(
     try:
         bound = bind_dialects(application.context, code, dialects, set(application.dialects.dialects), "cli")
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     console.print(f"hospital {code} speaks: {', '.join(bound)}", highlight=False, markup=False)
 
 
@@ -287,8 +287,7 @@ def hospitals_soap_password(code: Annotated[str, typer.Argument(help="hospital c
     try:
         password = issue_password(application.context, application.cipher, code, "cli")
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {error.message}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     console.print(f"WS-Security UsernameToken for {code}: username {code}, password (shown once): {password}",
                   highlight=False, markup=False)
 
@@ -334,8 +333,7 @@ def soap_map(envelope: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
         dialect, _, element = locate(registry, root, None)
         code, operation, request = read_message(dialect, element, Limits())
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     print(json.dumps({"dialect": dialect.name, "code": code, "operation": operation, "request": request},
                      ensure_ascii=False, indent=2))
 
@@ -481,8 +479,7 @@ def payer_sim_write(
         simulator = PayerSimulator(application.context, payers, faults)
         path, statement = simulator.write_inbox(payer, business_date, inbox or Settings().inbox_dir)
     except ServiceError as error:
-        errors.print(f"[bold red]{error.code}[/]: {escape(error.message)}", highlight=False)
-        raise typer.Exit(EXIT_REJECTED) from None
+        raise refused(error) from None
     finally:
         application.dispose()
     console.print(f"{path}: {len(statement.lines)} rows of {payer} for {business_date}; faults: "

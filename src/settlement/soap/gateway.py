@@ -67,7 +67,6 @@ class Answer:
 class _Exchange:
     """What is known of a call so far: filled in as the pipeline goes, stored at the end when authenticated."""
 
-    text: str = ""
     dialect: Dialect | None = None
     hospital_id: int | None = None
     code: str = ""
@@ -121,7 +120,7 @@ class Gateway:
 
     def _handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                 path_dialect: str | None, exchange: _Exchange) -> Answer:
-        envelope, exchange.text = parse_envelope(raw, content_type, content_encoding, self.limits)
+        envelope, _ = parse_envelope(raw, content_type, content_encoding, self.limits)
         exchange.envelope = envelope
         dialect, header, element = locate(self.registry, envelope, path_dialect)
         exchange.dialect = dialect

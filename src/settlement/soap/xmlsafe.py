@@ -177,10 +177,6 @@ def parse_text(text: str, limits: Limits, what: str = "body") -> etree._Element:
         raise XmlRejected(ServiceCode.XML_FORBIDDEN,
                           f"the {what} contains {what_found}: DTDs, entities and XInclude are not accepted")
     body = _DECLARATION_TEXT.sub("", text, count=1).encode("utf-8")
-    return _parse_utf8(body, limits, what)
-
-
-def _parse_utf8(body: bytes, limits: Limits, what: str) -> etree._Element:
     try:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as error:
