@@ -50,7 +50,7 @@ from settlement.bootstrap import Application, build
 from settlement.config import Settings
 from settlement.insurers.config import PayerConfig, StatementSource
 from settlement.insurers.statements import StatementLine
-from settlement.services import admin
+from settlement.services import admin, tariffs
 from settlement.services.reconciliation import Reconciler, day_bounds
 
 DAY = date(2024, 6, 15)
@@ -223,7 +223,7 @@ def prepare_statement(database_url: str, rows: int) -> Prepared:
 def seed(app: Application, database_url: str, rows: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     started = time.perf_counter()
-    admin.load_tariffs(app.context, "bench")
+    tariffs.seed(app.context, app.settings.tariffs_dir)
     for code, name, level, region in HOSPITALS:
         admin.add_hospital(app.context, code, name, level, region, "bench")
     figures["tariffs and hospitals"] = time.perf_counter() - started

@@ -16,14 +16,14 @@ from sqlalchemy.orm import sessionmaker
 from settlement.config import Settings
 from settlement.db.engine import make_bookkeeping_engine, make_engine
 from settlement.db.migrate import upgrade
-from settlement.services import admin
+from settlement.services import admin, tariffs
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.roster import import_roster
 from settlement.services.soap_access import bind_dialects, cipher_for, issue_password, new_credentials_key
+from settlement.services.tariff_schedule import TariffSchedule
 from settlement.services.uow import UnitOfWorkFactory
 from settlement.soap.dialects import Registry, load_registry
-from settlement.tariffstore import load_store
 
 log = logging.getLogger("settlement")
 DEMO_ROSTER = Path(__file__).resolve().parents[2] / "examples" / "roster" / "demo-roster.csv"
@@ -85,7 +85,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
     context = Context(
         # No autoflush: the use cases flush where they need ids, which keeps round trips to the database few.
         uow=UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False, autoflush=False)),
-        tariffs=load_store(settings.tariffs_dir),
+        tariffs=TariffSchedule(),
         secret=secret_key(settings),
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,
@@ -100,12 +100,18 @@ SYSTEM = Caller(0, "admin", "system", None)
 
 
 def prepare(app: Application) -> list[str]:
-    """Load the tariff versions; on an empty database with demo on, seed a demo hospital, keys and roster.
+    """On a database without tariff versions, record the shipped ones as in force; on an empty database with demo
+    on, seed a demo hospital, keys (two administrators: one records a tariff draft, the other approves it) and
+    roster.
 
     Returns lines to print for the operator (the demo keys are shown once and kept in data_dir/demo-keys.txt).
     """
-    added = admin.load_tariffs(app.context, "system")
-    lines = [f"tariff versions loaded: {', '.join(added)}"] if added else []
+    added = tariffs.seed(app.context, app.settings.tariffs_dir)
+    lines = [f"tariff versions recorded as in force: {', '.join(added)}"] if added else []
+    waiting = tariffs.unrecorded_files(app.context, app.settings.tariffs_dir)
+    if waiting:
+        lines.append(f"tariff files not in the database: {', '.join(waiting)} (settlement tariffs import "
+                     f"{app.settings.tariffs_dir}, then approve and activate)")
     if not app.settings.demo:
         return lines
     with app.context.uow() as tx:
@@ -115,12 +121,14 @@ def prepare(app: Application) -> list[str]:
         code, name, level, region = DEMO_HOSPITAL
         hospital_key = admin.add_hospital(app.context, code, name, level, region, "system")
         admin_key = admin.add_staff(app.context, "admin", "demo-admin", "system")
+        second_admin_key = admin.add_staff(app.context, "admin", "demo-approver", "system")
         finance_key = admin.add_staff(app.context, "finance", "demo-finance", "system")
         report = import_roster(app.context, SYSTEM, DEMO_ROSTER.name, DEMO_ROSTER.read_bytes())
         bind_dialects(app.context, code, sorted(app.dialects.dialects), set(app.dialects.dialects), "system")
         soap_password = issue_password(app.context, app.cipher, code, "system")
         keys_file.parent.mkdir(parents=True, exist_ok=True)
-        write_private(keys_file, f"hospital {code} {hospital_key}\nadmin {admin_key}\nfinance {finance_key}\n"
+        write_private(keys_file, f"hospital {code} {hospital_key}\nadmin {admin_key}\n"
+                                 f"approver {second_admin_key}\nfinance {finance_key}\n"
                                  f"soap {code} {soap_password}\n")
         lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
     if keys_file.exists():

@@ -110,13 +110,13 @@ def test_year_to_date_in_the_claim_file_is_used() -> None:
     assert basic["deductible"] == "300.00"  # third admission: 500 x 60% floor
 
 
-def test_tariffs_validate_and_list() -> None:
+def test_tariffs_validate() -> None:
     result = runner.invoke(app, ["tariffs", "validate", str(TARIFFS)])
     assert result.exit_code == 0 and "all valid" in result.output
-    result = runner.invoke(app, ["tariffs", "list", "--tariffs", str(TARIFFS)])
-    assert result.exit_code == 0 and "611021" in result.output
+    assert "611021" in result.output and "2024-01-01+611000@2024-01-01" in result.output  # the versions, resolved
     assert runner.invoke(app, ["tariffs", "validate", "/nonexistent"]).exit_code == EXIT_TARIFF
-    assert runner.invoke(app, ["tariffs", "list", "--tariffs", "/nonexistent"]).exit_code == EXIT_TARIFF
+    one = runner.invoke(app, ["tariffs", "validate", str(TARIFFS / "611021" / "2024-01-01.yaml")])
+    assert one.exit_code == 0 and "611021/2024-01-01" in one.output
 
 
 def test_the_installed_command_runs_as_a_user_would() -> None:

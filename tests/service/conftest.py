@@ -3,6 +3,7 @@ applications built by the composition root, and real uvicorn servers listening o
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import socket
@@ -51,6 +52,29 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_pg_url(pg_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own: for tests whose tariff versions must not reach other tests
+    (the tariffs in force live in the database)."""
+    name = f"{pg_url.rsplit('/', 1)[1]}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Like database_url, but the PostgreSQL database is the test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'settlement.sqlite3'}"
+    url: str = request.getfixturevalue("fresh_pg_url")
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -105,6 +129,39 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     prepare(application)
     yield Service(application, clock, tmp_path)
     application.dispose()
+
+
+@pytest.fixture
+def own_service(own_database_url: str, tmp_path: Path) -> Iterator[Service]:
+    """A service on a database of its own: for tests that put tariff versions in force."""
+    application = build(settings_for(own_database_url, tmp_path))
+    clock = Clock()
+    application.context.clock = clock
+    prepare(application)
+    yield Service(application, clock, tmp_path)
+    application.dispose()
+
+
+def shipped_document(region: str = "611000", version: str = "2024-01-01") -> dict[str, Any]:
+    """A shipped version's document, catalogue inline: the starting point of a test's new version."""
+    from settlement.tariffstore.store import read_version_file
+
+    problems: list[Any] = []
+    read = read_version_file(TARIFFS / region / f"{version}.yaml", problems)
+    assert read is not None and not problems, problems
+    return copy.deepcopy(read.raw)
+
+
+def put_in_force(service: Service, document: dict[str, Any], *, author: str = "admin:alice",
+                 approver: str = "admin:bob") -> int:
+    """Import, approve (by a second administrator) and activate a version; its id."""
+    from settlement.services import tariffs
+
+    outcome = tariffs.import_document(service.app.context, document, "test", author)
+    version_id = int(outcome["version"]["id"])
+    tariffs.approve(service.app.context, str(version_id), approver)
+    tariffs.activate(service.app.context, str(version_id), approver)
+    return version_id
 
 
 @pytest.fixture

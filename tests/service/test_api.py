@@ -7,24 +7,21 @@ import base64
 import copy
 import json
 import logging
-import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from settlement.bootstrap import build
-from settlement.config import Settings
-from tests.factories import TARIFFS
 from tests.service.conftest import (
     LiveServer,
     Service,
     claim_body,
     import_roster_rows,
     new_id_number,
+    put_in_force,
+    shipped_document,
     start_server,
 )
 
@@ -347,35 +344,31 @@ def test_quote_used_with_another_claim_is_a_mismatch(service: Service, live: Liv
         assert_problem(response, 409, "QUOTE_CLAIM_MISMATCH")
 
 
-def test_quote_refused_when_the_tariff_changed(service: Service, live: LiveServer, tmp_path: Path) -> None:
+def test_quote_refused_when_the_tariff_changed(own_service: Service) -> None:
+    service = own_service
     code, key = service.hospital()
-    claim = claim_body(code, "county", new_id_number())
-    changed = tmp_path / "changed-tariffs"
-    shutil.copytree(TARIFFS, changed)
-    version = changed / "611000" / "2024-01-01.yaml"
-    source = version.read_text(encoding="utf-8")
-    assert source.count('county: "0.75"') == 1
-    # A new version (a new name: versions are never edited) in force on the same dates, with another rate.
-    assert source.count('version: "2024-01-01"') == 1
-    version.write_text(source.replace('county: "0.75"', 'county: "0.80"')
-                       .replace('version: "2024-01-01"', 'version: "2024-01-01-rev2"'), encoding="utf-8")
-    with live.client(key) as client:
-        quoted = quote(client, claim)
-    settings = Settings(database_url=service.app.settings.database_url, tariffs_dir=changed,
-                        secret_key="test-secret", data_dir=tmp_path / "second", demo=False)
-    second = build(settings)
-    second.context.clock = service.clock
-    other = start_server(second)
+    # The cashier quotes on the evening of 14 June a bill to be settled on the 15th...
+    service.clock.now = datetime(2024, 6, 14, 12, 0, tzinfo=UTC)
+    claim = claim_body(code, "county", new_id_number(), settled_at="2024-06-15T10:00:00+08:00")
+    document = shipped_document()
+    layers = {layer["id"]: layer for layer in document["layers"]}
+    assert layers["basic_inpatient"]["rate"]["by_level"]["county"] == "0.75"
+    layers["basic_inpatient"]["rate"]["by_level"]["county"] = "0.80"
+    document.update(version="2024-06-15", effective={"from": "2024-06-15"})
+    live = start_server(service.app)
     try:
-        with other.client(key) as client:
+        with live.client(key) as client:
+            quoted = quote(client, claim)
+            assert paid(quoted)["390100"] == "450.00"  # 600 in scope after the deductible, at 75%
+            # ...and before it is settled, a version in force from the 15th is activated.
+            put_in_force(service, document)
             assert paid(quote(client, claim))["390100"] == "480.00"  # the rate really changed: 600 x 80%
             response = client.post("/v1/settlements", json={"transaction_id": "Q-8", "claim": claim,
                                                             "quote_id": quoted["quote_id"]})
             assert_problem(response, 409, "QUOTE_TARIFF_CHANGED")
     finally:
-        other.server.should_exit = True
-        other.thread.join(timeout=10)
-        second.engine.dispose()
+        live.server.should_exit = True
+        live.thread.join(timeout=10)
 
 
 # Categories come from the roster

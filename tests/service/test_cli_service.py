@@ -108,7 +108,8 @@ def test_db_upgrade_is_idempotent(cli_env: Service, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", fresh)
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     created = schema(fresh)
-    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 12
+    # The triggers: 6 append-only tables x 2 (UPDATE, DELETE), and the 3 guards of tariff versions.
+    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 15
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert schema(fresh) == created
 

@@ -66,8 +66,7 @@ UNLISTED = "ZZ-NOT-IN-CATALOGUE"  # fully self-paid
 def capped_tariffs(dest: Path) -> Path:
     """A copy of tariffs/ whose 611000 version has the lowered caps.
 
-    The version gets its own label: the PostgreSQL database is shared by the whole run, and a version already
-    recorded with other content (the shipped one, loaded by other tests) is refused.
+    The version gets its own label, so that it can never be taken for the shipped one.
     """
     root = dest / "tariffs"
     shutil.copytree(TARIFFS, root)
@@ -101,8 +100,8 @@ def running(url: str, tmp: Path, tariffs: Path) -> Iterator[tuple[Service, LiveS
 
 
 @pytest.fixture
-def capped_pg(pg_url: str, tmp_path: Path) -> Iterator[tuple[Service, LiveServer]]:
-    with running(pg_url, tmp_path, capped_tariffs(tmp_path)) as pair:
+def capped_pg(fresh_pg_url: str, tmp_path: Path) -> Iterator[tuple[Service, LiveServer]]:
+    with running(fresh_pg_url, tmp_path, capped_tariffs(tmp_path)) as pair:
         yield pair
 
 
@@ -427,7 +426,8 @@ def test_five_hospitals_replay_in_commit_order(capped_pg: tuple[Service, LiveSer
                                   .where(Settlement.id_number == person).order_by(Settlement.id)).all()
     assert sorted(row.public_id for row in rows) == sorted(answered)
 
-    tariffs = service.app.context.tariffs
+    with service.app.context.uow() as tx:
+        tariffs = service.app.context.tariffs.current(tx.repo)
     acc = Accumulators(YEAR)
     for row in rows:
         claim_in = ServiceClaimIn.model_validate_json(row.claim)

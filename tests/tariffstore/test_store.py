@@ -139,11 +139,31 @@ def test_mistakes_are_reported_with_file_path_and_reason(tmp_path: Path, change:
 
 
 def test_overlapping_versions_are_refused(tmp_path: Path) -> None:
-    write(tmp_path, "610000", "a.yaml", MINIMAL)
+    # a ends on its own date, 2024-06-30; b starts before that.
+    write(tmp_path, "610000", "a.yaml", MINIMAL.replace('effective: {from: "2024-01-01"}',
+                                                       'effective: {from: "2024-01-01", to: "2024-06-30"}'))
     write(tmp_path, "610000", "b.yaml", MINIMAL.replace('version: "2024-01-01"', 'version: "2024-03-01"')
           .replace('from: "2024-01-01"', 'from: "2024-03-01"'))
     problems = problems_of(tmp_path)
     assert any("TARIFF_OVERLAP" in p and "b.yaml" in p for p in problems), problems
+
+
+def test_two_versions_starting_the_same_day_overlap(tmp_path: Path) -> None:
+    write(tmp_path, "610000", "a.yaml", MINIMAL)
+    write(tmp_path, "610000", "b.yaml", MINIMAL.replace('version: "2024-01-01"', 'version: "2024-01-01b"'))
+    problems = problems_of(tmp_path)
+    assert any("TARIFF_OVERLAP" in p for p in problems), problems
+
+
+def test_an_open_ended_version_ends_when_the_next_one_starts(tmp_path: Path) -> None:
+    write(tmp_path, "610000", "a.yaml", MINIMAL)
+    write(tmp_path, "610000", "b.yaml", MINIMAL.replace('version: "2024-01-01"', 'version: "2024-03-01"')
+          .replace('from: "2024-01-01"', 'from: "2024-03-01"').replace('"0.80"', '"0.85"'))
+    store = load_store(tmp_path)
+    assert store.tariff("610000", date(2024, 2, 29)).ref.version == "2024-01-01"
+    assert store.tariff("610000", date(2024, 3, 1)).ref.version == "2024-03-01"
+    assert store.until(store.versions("610000")[0]) == date(2024, 2, 29)
+    assert store.until(store.versions("610000")[1]) is None
 
 
 def test_broken_files_are_reported(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
 from settlement.insurers.config import PayersError, load_payers
 from settlement.problems import problem_body
+from settlement.services import tariffs
 from settlement.services.auth import Caller, CallerCache, authenticate
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -27,11 +28,13 @@ from settlement.services.settlements import Reply, SettlementService
 from settlement.soap.endpoint import add_soap_routes
 from settlement.wire.requests import (
     CancelRequest,
+    PeriodRequest,
     QuoteRequest,
     ReconciliationRequest,
     ResolutionRequest,
     ReverseRequest,
     SettleRequest,
+    WithdrawalRequest,
 )
 from settlement.wire.responses import (
     EligibilityOut,
@@ -50,6 +53,9 @@ PROBLEM = "application/problem+json"
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 422, 503)
 }
+
+
+VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None,
@@ -264,5 +270,81 @@ def create_app(application: Application) -> FastAPI:
         """Import a civil-affairs roster CSV; rows with errors are reported and the valid rows kept."""
         data = file.file.read()
         return import_roster(context, who, file.filename or "roster.csv", data).as_dict()
+
+    def administrator(who: Caller) -> str:
+        if who.kind != "admin":
+            raise ServiceError(ServiceCode.FORBIDDEN, "administrators only")
+        return who.actor
+
+
+    @app.get("/v1/admin/tariffs", tags=["admin"], responses=ERRORS)
+    def tariff_versions(who: Auth, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None) -> list[Any]:
+        """Every tariff version with its state: draft, approved, scheduled, in force, ended or withdrawn."""
+        administrator(who)
+        return tariffs.list_versions(context, region)
+
+    @app.post("/v1/admin/tariffs", tags=["admin"], status_code=201, responses=ERRORS)
+    def upload_tariff(file: UploadFile, who: Auth, note: Annotated[str | None, Query(max_length=2000)] = None
+                      ) -> dict[str, Any]:
+        """Record a version document (YAML or JSON, catalogue inline) as a draft; answers its diff against the
+        version it would replace."""
+        actor = administrator(who)
+        origin = f"upload {file.filename or 'version'}"
+        raw = tariffs.parse_upload(file.file.read(tariffs.MAX_UPLOAD_BYTES + 1), origin)
+        return tariffs.import_document(context, raw, origin, actor, note=note)
+
+    @app.post("/v1/admin/tariffs/catalogue", tags=["admin"], status_code=201, responses=ERRORS)
+    def upload_catalogue(
+        file: UploadFile, who: Auth, region: Annotated[str, Query(pattern=r"^\d{6}$")],
+        effective: Annotated[date | None, Query(description="default: the latest date in the file")] = None,
+        version: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None,
+        note: Annotated[str | None, Query(max_length=2000)] = None,
+    ) -> dict[str, Any]:
+        """A catalogue CSV (code, name, class, share, share_by_category, price_cap, effective_from...) as a draft
+        of the region's version in force on its date with the catalogue replaced; answers the diff: items
+        added, removed, and changed in class, share or cap."""
+        actor = administrator(who)
+        data = file.file.read(tariffs.MAX_UPLOAD_BYTES + 1)
+        return tariffs.import_catalogue(context, data, file.filename or "catalogue.csv", region, actor,
+                                        effective=effective, version_name=version, note=note)
+
+    @app.get("/v1/admin/tariffs/{version_id}", tags=["admin"], responses=ERRORS)
+    def tariff_version(version_id: VersionId, who: Auth) -> dict[str, Any]:
+        """One version: its document, state and history (the audit rows of each step)."""
+        administrator(who)
+        return tariffs.show_version(context, str(version_id))
+
+    @app.get("/v1/admin/tariffs/{version_id}/diff", tags=["admin"], responses=ERRORS)
+    def tariff_diff(version_id: VersionId, who: Auth,
+                    against: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> dict[str, Any]:
+        administrator(who)
+        return tariffs.diff_versions(context, str(version_id), None if against is None else str(against))
+
+    @app.post("/v1/admin/tariffs/{version_id}/approval", tags=["admin"], responses=ERRORS)
+    def approve_tariff(version_id: VersionId, who: Auth) -> dict[str, Any]:
+        """Approve a draft; its author cannot."""
+        return tariffs.approve(context, str(version_id), administrator(who))
+
+    @app.post("/v1/admin/tariffs/{version_id}/activation", tags=["admin"], responses=ERRORS)
+    def activate_tariff(version_id: VersionId, who: Auth) -> dict[str, Any]:
+        """Put an approved version in force from its effective date (after today, Asia/Shanghai)."""
+        return tariffs.activate(context, str(version_id), administrator(who))
+
+    @app.post("/v1/admin/tariffs/{version_id}/withdrawal", tags=["admin"], responses=ERRORS)
+    def withdraw_tariff(version_id: VersionId, request: WithdrawalRequest, who: Auth) -> dict[str, Any]:
+        return tariffs.withdraw(context, str(version_id), administrator(who), request.reason)
+
+    @app.post("/v1/admin/tariffs/{version_id}/simulation", tags=["admin"], responses=ERRORS)
+    def simulate_tariff(version_id: VersionId, request: PeriodRequest, who: Auth) -> dict[str, Any]:
+        """Re-run the period's settlements under the version; record nothing; per fund the change in totals and
+        the most affected settlements."""
+        return tariffs.simulate(context, str(version_id), request.from_, request.to, administrator(who),
+                                top=request.top)
+
+    @app.post("/v1/admin/settlements/verification", tags=["admin"], responses=ERRORS)
+    def verify_settlements(request: PeriodRequest, who: Auth) -> dict[str, Any]:
+        """Recompute the period's settlements under the versions they recorded; every difference is listed."""
+        finance_staff(who)
+        return tariffs.verify(context, request.from_, request.to, who.actor)
 
     return app

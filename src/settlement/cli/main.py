@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Medical-aid one-stop settlement engine.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-tariffs_app = typer.Typer(help="Tariff tables: validate and inspect.", no_args_is_help=True)
+tariffs_app = typer.Typer(help="Tariff versions: validate, import, diff, approve, activate, simulate.",
+                          no_args_is_help=True)
 app.add_typer(tariffs_app, name="tariffs")
 db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -117,37 +118,6 @@ def _print_quote(result: Settlement) -> None:
     for line in skipped:
         console.print(f"  [dim]{line}[/]", highlight=False)
     console.print(f"[bold]Patient pays: {result.patient_pays:,.2f}[/]", highlight=False)
-
-
-@tariffs_app.command("validate")
-def tariffs_validate(directory: Annotated[Path | None, typer.Argument(help="tariff directory")] = None) -> None:
-    """Check every tariff file against the schema; list every problem (file, path, reason)."""
-    root = directory or default_tariffs_dir()
-    try:
-        store = load_store(root)
-    except TariffError as error:
-        raise _fail(error, EXIT_TARIFF) from None
-    count = sum(len(store.versions(region)) for region in store.regions())
-    console.print(f"{root}: {count} versions in {len(store.regions())} regions, all valid", highlight=False)
-
-
-@tariffs_app.command("list")
-def tariffs_list(tariffs: TariffsOption = None) -> None:
-    """List regions and their versions with effective ranges and content hashes."""
-    try:
-        store = load_store(tariffs or default_tariffs_dir())
-    except TariffError as error:
-        raise _fail(error, EXIT_TARIFF) from None
-    table = Table()
-    for column in ("region", "version", "from", "to", "inherits", "sha256"):
-        table.add_column(column)
-    for region in store.regions():
-        for version in store.versions(region):
-            resolved = store.resolve(region, version.effective_from)
-            table.add_row(region, resolved.tariff.ref.version, str(version.effective_from),
-                          str(version.effective_to or "open"), version.inherits or "",
-                          resolved.tariff.ref.sha256[:16])
-    console.print(table)
 
 
 def _application(migrate: bool = True) -> Application:
@@ -528,6 +498,7 @@ def scheduler(
 
 # Finance staff's commands (reconcile, discrepancies, clearing) register themselves on `app`.
 from settlement.cli import finance as _finance  # noqa: E402, F401
+from settlement.cli import tariffs as _tariffs  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     app()

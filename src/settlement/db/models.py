@@ -121,18 +121,48 @@ class RosterImport(Base):
 
 
 class TariffVersion(Base):
-    """A resolved tariff as settlements used it: the canonical JSON whose sha256 they record."""
+    """One tariff version of one region: its document as written (a county's names its city in `inherits`) and
+    its life: draft, approved by a second administrator, active (in force from its effective date), or withdrawn.
+
+    The document, its hash and its range never change once recorded (triggers refuse it): ending a version is a
+    new version. Only the life columns are filled in as it moves on.
+    """
 
     __tablename__ = "tariff_versions"
     __table_args__ = (UniqueConstraint("region", "version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     region: Mapped[str] = mapped_column(String(6))
     version: Mapped[str] = mapped_column(String(128))
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # of `content`
     effective_from: Mapped[date] = mapped_column(Date)
-    effective_to: Mapped[date | None] = mapped_column(Date)
-    content: Mapped[str] = mapped_column(Text)
-    loaded_at: Mapped[datetime] = mapped_column(Timestamp)
+    effective_to: Mapped[date | None] = mapped_column(Date)  # its own end date; else until the next version
+    inherits: Mapped[str | None] = mapped_column(String(6))
+    content: Mapped[str] = mapped_column(Text)  # canonical JSON of the document, catalogue inline
+    loaded_at: Mapped[datetime] = mapped_column(Timestamp)  # when it was recorded
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft | approved | active | withdrawn
+    origin: Mapped[str] = mapped_column(String(256), default="")  # the file or upload it came from
+    based_on_id: Mapped[int | None] = mapped_column(ForeignKey("tariff_versions.id"))  # a catalogue draft's base
+    created_by: Mapped[str] = mapped_column(String(128), default="system")
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    activated_by: Mapped[str | None] = mapped_column(String(128))
+    activated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    withdrawn_by: Mapped[str | None] = mapped_column(String(128))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    note: Mapped[str | None] = mapped_column(Text)  # the author's note, or why it was withdrawn
+
+
+class TariffSchedule(Base):
+    """One row: the generation of the set of active versions, moved on by every activation or withdrawal.
+
+    Every settlement reads it in its own transaction (under a shared lock on PostgreSQL that an activation takes
+    exclusively), so a settlement sees the versions in force either all before or all after a change.
+    """
+
+    __tablename__ = "tariff_schedule"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class PersonYear(Base):
@@ -172,8 +202,9 @@ class Settlement(Base):
     visit_type: Mapped[str] = mapped_column(String(32))
     settled_at: Mapped[datetime] = mapped_column(Timestamp)  # the hospital's settlement time (tariff date)
     created_at: Mapped[datetime] = mapped_column(Timestamp)  # when the engine committed it
-    tariff_version_id: Mapped[int] = mapped_column(ForeignKey("tariff_versions.id"))
-    tariff_sha256: Mapped[str] = mapped_column(String(64))
+    tariff_version_id: Mapped[int] = mapped_column(ForeignKey("tariff_versions.id"))  # the region's version
+    tariff_parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("tariff_versions.id"))  # inherited
+    tariff_sha256: Mapped[str] = mapped_column(String(64))  # of the tariff as resolved (after inheritance)
     total_fen: Mapped[int] = mapped_column(BigInteger)
     out_of_catalogue_fen: Mapped[int] = mapped_column(BigInteger)
     over_price_limit_fen: Mapped[int] = mapped_column(BigInteger)

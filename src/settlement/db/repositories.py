@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from settlement.db.models import (
     Settlement,
     SoapCredential,
     SoapExchange,
+    TariffSchedule,
     TariffVersion,
     WsseNonce,
 )
@@ -37,6 +38,8 @@ FUND_YEARS = cast(Table, FundYear.__table__)
 AUDIT_LOG = cast(Table, AuditEntry.__table__)
 NONCES = cast(Table, WsseNonce.__table__)
 EXCHANGES = cast(Table, SoapExchange.__table__)
+SCHEDULE = cast(Table, TariffSchedule.__table__)
+TARIFF_SCHEDULE_LOCK = 0x7461726966  # "tarif": the advisory lock between activations and settlements
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Statements:
     answer: Any
     move_admissions: Any
     move_funds: Any
+    generation: Any
+    generation_locked: Any
 
 
 @functools.cache
@@ -73,6 +78,9 @@ def _statements(dialect: str) -> Statements:
         .where(IdempotencyRecord.hospital_id == bindparam("p_hospital"), IdempotencyRecord.key == bindparam("p_key")),
         move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
         .values(admissions=years.c.admissions + bindparam("p_delta")),
+        generation=select(SCHEDULE.c.generation).where(SCHEDULE.c.id == 1),
+        generation_locked=select(func.pg_advisory_xact_lock_shared(bindparam("p_lock")), SCHEDULE.c.generation)
+        .where(SCHEDULE.c.id == 1),
         move_funds=upsert_funds.on_conflict_do_update(
             index_elements=["id_number", "year", "fund"],
             set_={name: funds.c[name] + upsert_funds.excluded[name]
@@ -164,9 +172,68 @@ class Repository:
     def tariff_version_by_sha(self, sha256: str) -> TariffVersion | None:
         return self.session.scalar(select(TariffVersion).where(TariffVersion.sha256 == sha256))
 
-    def tariff_versions(self) -> Sequence[TariffVersion]:
-        return self.session.scalars(select(TariffVersion).order_by(TariffVersion.region,
-                                                                   TariffVersion.effective_from)).all()
+    def tariff_versions(self, statuses: Sequence[str] | None = None,
+                        region: str | None = None) -> Sequence[TariffVersion]:
+        query = select(TariffVersion).order_by(TariffVersion.region, TariffVersion.effective_from, TariffVersion.id)
+        if statuses is not None:
+            query = query.where(TariffVersion.status.in_(statuses))
+        if region is not None:
+            query = query.where(TariffVersion.region == region)
+        return self.session.scalars(query).all()
+
+    def tariff_version(self, version_id: int) -> TariffVersion | None:
+        return self.session.get(TariffVersion, version_id)
+
+    def tariff_version_by_label(self, region: str, version: str) -> TariffVersion | None:
+        return self.session.scalar(select(TariffVersion).where(TariffVersion.region == region,
+                                                               TariffVersion.version == version))
+
+    def tariff_generation(self, *, shared_lock: bool = False) -> int:
+        """The schedule's generation; `shared_lock` holds, on PostgreSQL, the shared side of the schedule lock
+        until the transaction ends (an activation takes it exclusively). One round trip either way."""
+        if shared_lock and self.dialect == "postgresql":
+            row = self._core(_statements(self.dialect).generation_locked, {"p_lock": TARIFF_SCHEDULE_LOCK}).one()
+            return int(row[1])
+        return int(self._core(_statements(self.dialect).generation).scalar_one())
+
+    def lock_tariff_schedule(self, now: datetime) -> int:
+        """Take the schedule lock exclusively (waiting for settlements in flight) and move the generation on;
+        returns the new generation. On SQLite the write transaction already holds the database."""
+        if self.dialect == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:p_lock)"), {"p_lock": TARIFF_SCHEDULE_LOCK})
+        schedule = SCHEDULE
+        generation = self._core(update(schedule).where(schedule.c.id == 1)
+                                .values(generation=schedule.c.generation + 1, changed_at=now)
+                                .returning(schedule.c.generation)).scalar_one()
+        return int(generation)
+
+    def settlement_dated_from(self, version_ids: Sequence[int], since: datetime) -> str | None:
+        """A settlement dated `since` or later that used one of the versions (as its own or inherited), if any."""
+        return self.session.scalar(
+            select(Settlement.public_id).where(Settlement.settled_at >= since, or_(
+                Settlement.tariff_version_id.in_(version_ids),
+                Settlement.tariff_parent_version_id.in_(version_ids))).limit(1))
+
+    def settlements_dated(self, start: datetime, end: datetime, after_id: int, limit: int,
+                          version_ids: Sequence[int] | None = None) -> Sequence[Settlement]:
+        """Settlements dated in [start, end), by id, a page at a time; optionally only those of some versions."""
+        query = select(Settlement).where(Settlement.settled_at >= start, Settlement.settled_at < end,
+                                         Settlement.id > after_id)
+        if version_ids is not None:
+            query = query.where(or_(Settlement.tariff_version_id.in_(version_ids),
+                                    Settlement.tariff_parent_version_id.in_(version_ids)))
+        return self.session.scalars(query.order_by(Settlement.id).limit(limit)).all()
+
+    def original_entries(self, settlement_ids: Sequence[int]) -> Sequence[LedgerEntry]:
+        """The ledger entries the settlements made themselves (not reversals, not finance's corrections)."""
+        return self.session.scalars(select(LedgerEntry).where(
+            LedgerEntry.settlement_id.in_(settlement_ids), LedgerEntry.reversal_id.is_(None),
+            LedgerEntry.correction_id.is_(None)).order_by(LedgerEntry.id)).all()
+
+    def reversal_times(self, settlement_ids: Sequence[int]) -> dict[int, datetime]:
+        rows = self.session.execute(select(Reversal.settlement_id, Reversal.created_at)
+                                    .where(Reversal.settlement_id.in_(settlement_ids))).all()
+        return {settlement_id: at for settlement_id, at in rows}  # noqa: C416 - rows are not pairs to mypy
 
     # Year-to-date figures, under the person's lock
 
@@ -262,6 +329,15 @@ class Repository:
                 for fund, paid, deductible, cumulative in self.session.execute(query)}
 
     # Audit
+
+    def audit_of(self, entity: str, entity_id: str) -> Sequence[AuditEntry]:
+        return self.session.scalars(select(AuditEntry).where(AuditEntry.entity == entity,
+                                                             AuditEntry.entity_id == entity_id)
+                                    .order_by(AuditEntry.id)).all()
+
+    def staff_exists(self, kind: str, name: str) -> bool:
+        return self.session.scalar(select(func.count()).select_from(Principal).where(
+            Principal.kind == kind, Principal.name == name, Principal.revoked_at.is_(None))) != 0
 
     def audit(self, at: datetime, actor: str, action: str, entity: str, entity_id: str, details: str) -> None:
         self._core(_insert(AUDIT_LOG), {"at": at, "actor": actor, "action": action, "entity": entity,

@@ -1,10 +1,10 @@
-"""Administration: hospitals and their keys, finance and admin principals, loading tariff versions."""
+"""Administration: hospitals and their keys, finance and admin principals."""
 
 from __future__ import annotations
 
 import json
 
-from settlement.db.models import Hospital, TariffVersion
+from settlement.db.models import Hospital
 from settlement.domain.claim import HospitalLevel
 from settlement.services.auth import add_principal
 from settlement.services.context import Context
@@ -41,34 +41,3 @@ def add_staff(context: Context, kind: str, name: str, actor: str) -> str:
         tx.repo.audit(now, actor, "principal.create", "principal", name, json.dumps({"kind": kind}))
         tx.commit()
     return key
-
-
-def load_tariffs(context: Context, actor: str) -> list[str]:
-    """Record every tariff version of tariffs/ in the database (by content hash); return the new ones.
-
-    A version already recorded with other content is refused: versions are never edited, a change is a new
-    version.
-    """
-    added: list[str] = []
-    now = context.clock()
-    with context.uow() as tx:
-        for version, parent in context.tariffs.all_resolutions():
-            resolved = context.tariffs.resolved_pair(version, parent)
-            ref = resolved.tariff.ref
-            if tx.repo.tariff_version_by_sha(ref.sha256) is not None:
-                continue
-            clash = next((row for row in tx.repo.tariff_versions()
-                          if row.region == ref.region and row.version == ref.version), None)
-            if clash is not None:
-                raise ServiceError(ServiceCode.REQUEST_MALFORMED,
-                                   f"tariff {ref.region} version {ref.version} is already recorded with other "
-                                   "content; versions are never edited: add a new version file")
-            tx.repo.add(TariffVersion(region=ref.region, version=ref.version, sha256=ref.sha256,
-                                      effective_from=resolved.tariff.effective_from,
-                                      effective_to=resolved.tariff.effective_to, content=resolved.canonical,
-                                      loaded_at=now))
-            tx.repo.audit(now, actor, "tariff.load", "tariff_version", f"{ref.region}/{ref.version}",
-                          json.dumps({"sha256": ref.sha256}))
-            added.append(f"{ref.region} {ref.version}")
-        tx.commit()
-    return added

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
+from settlement.services.tariff_schedule import TariffSchedule
 from settlement.services.uow import UnitOfWorkFactory
-from settlement.tariffstore import TariffStore
 
 
 @dataclass
 class Context:
     uow: UnitOfWorkFactory
-    tariffs: TariffStore
+    tariffs: TariffSchedule  # the versions in force, as the database says
     secret: bytes
     clock: Callable[[], datetime]
     quote_ttl_seconds: int = 15 * 60
-    tariff_ids: dict[str, int] = field(default_factory=dict)  # sha256 -> tariff_versions.id, filled lazily
     # Stand-alone bookkeeping rows (nonces, envelope log): statements that commit alone, without waiting for the
     # disk, where the database offers it (see settlement.db.engine.make_bookkeeping_engine); else `uow`.
     bookkeeping: Engine | None = None

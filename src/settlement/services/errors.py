@@ -27,6 +27,13 @@ class ServiceCode(StrEnum):
     TRANSACTION_CANCELLED = "TRANSACTION_CANCELLED"
     DISCREPANCY_CLOSED = "DISCREPANCY_CLOSED"
     REVERSAL_REFUSED = "REVERSAL_REFUSED"
+    # Tariff administration
+    TARIFF_REJECTED = "TARIFF_REJECTED"  # the document or catalogue has problems (listed)
+    TARIFF_VERSION_EXISTS = "TARIFF_VERSION_EXISTS"
+    TARIFF_STATE = "TARIFF_STATE"  # the step does not apply to the version's status
+    TARIFF_SELF_APPROVAL = "TARIFF_SELF_APPROVAL"
+    TARIFF_RETROACTIVE = "TARIFF_RETROACTIVE"  # would change the tariff of a date already settled or begun
+    TARIFF_CONFLICT = "TARIFF_CONFLICT"  # overlaps, or does not resolve with, the versions in force
     # SOAP/XML: the envelope, its encoding and its authentication
     XML_MALFORMED = "XML_MALFORMED"
     XML_FORBIDDEN = "XML_FORBIDDEN"

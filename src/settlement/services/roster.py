@@ -22,6 +22,7 @@ from settlement.domain.privacy import mask_id_number
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
+from settlement.tariffstore.store import TariffStore
 
 COLUMNS = ("id_number", "name", "scheme", "region", "category", "valid_from", "valid_to")
 MAX_BYTES = 50 * 1024 * 1024
@@ -52,10 +53,11 @@ def decode(data: bytes) -> str:
     raise ServiceError(ServiceCode.ROSTER_INVALID, "the file is neither UTF-8 nor GBK text")
 
 
-def known_categories(context: Context) -> set[str]:
+def known_categories(tariffs: TariffStore) -> set[str]:
+    """Every category some version in force names (the roster may list a category of any region)."""
     codes: set[str] = set()
-    for region in context.tariffs.regions():
-        for version in context.tariffs.versions(region):
+    for region in tariffs.regions():
+        for version in tariffs.versions(region):
             codes |= set(version.raw.get("categories") or {})
     return codes
 
@@ -69,10 +71,10 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     reader = csv.DictReader(io.StringIO(decode(data)))
     if tuple(reader.fieldnames or ()) != COLUMNS:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the header must be {','.join(COLUMNS)}")
-    categories = known_categories(context)
     now = context.clock()
     with context.uow() as tx:
         repo = tx.repo
+        categories = known_categories(context.tariffs.current(repo))
         persons: dict[str, Person] = {}
         for row in reader:
             report.rows += 1

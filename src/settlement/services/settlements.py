@@ -22,11 +22,11 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement, TariffVersion
+from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement
 from settlement.db.repositories import Repository, StoredAnswer, YearFigures
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
-from settlement.domain.errors import ErrorCode, Problem, SettlementError
+from settlement.domain.errors import SettlementError
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_number
 from settlement.domain.settle import Settlement as Computed
@@ -88,6 +88,20 @@ def accumulators_from(figures: YearFigures, year: int) -> Accumulators:
     )
 
 
+def movements_of(computed: Computed) -> dict[str, tuple[int, int, int]]:
+    """Per fund, what a settlement adds to the person's year, in fen: (paid, per-year deductible used, cumulative
+    base), as its ledger entries record it."""
+    before, after = computed.accumulators_before, computed.accumulators_after
+    moved: dict[str, tuple[int, int, int]] = {}
+    for fund in sorted(set(after.paid) | set(after.deductible_used) | set(after.cumulative)):
+        movement = (to_fen(after.paid.get(fund, ZERO) - before.paid.get(fund, ZERO)),
+                    to_fen(after.deductible_used.get(fund, ZERO) - before.deductible_used.get(fund, ZERO)),
+                    to_fen(after.cumulative.get(fund, ZERO) - before.cumulative.get(fund, ZERO)))
+        if any(movement):
+            moved[fund] = movement
+    return moved
+
+
 def figures_hash(figures: YearFigures) -> str:
     return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
 
@@ -103,66 +117,21 @@ class SettlementService:
             raise ServiceError(ServiceCode.FORBIDDEN, "only a hospital's key may quote, settle or reverse")
         return caller.hospital_id
 
-    def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
+    def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn, *,
+               for_settlement: bool) -> tuple[Claim, ResolvedTariff]:
         if (claim_in.hospital.code, claim_in.hospital.level) != (caller.hospital_code, caller.hospital_level):
             raise ServiceError(ServiceCode.HOSPITAL_MISMATCH,
                                f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
                                f"your key is for {caller.hospital_code} ({caller.hospital_level})")
+        # The versions in force as of this transaction (a settlement also holds the schedule's shared lock).
+        tariffs = self.ctx.tariffs.current(repo, for_settlement=for_settlement)
         # Categories come from the roster on the settlement date, never from the hospital.
         settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
             if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
         categories = tuple(span.category for span in repo.categories_on(claim_in.patient.id_number, settled_on))
         claim = claim_in.build(claim_in.patient, categories)
-        resolved = self.ctx.tariffs.resolve(claim.patient.region, claim.tariff_date)
+        resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
         return claim, resolved
-
-    def _tariff_id_for(self, claim_in: ServiceClaimIn) -> int | None:
-        """The tariff version row for the claim, or None when no tariff applies (the claim then fails with a
-        stable code when it is built)."""
-        settled_at = claim_in.visit.settled_at
-        day = settled_at.astimezone(SHANGHAI).date() if settled_at.tzinfo else claim_in.visit.discharge_date
-        try:
-            resolved = self.ctx.tariffs.resolve(claim_in.patient.region, day)
-        except SettlementError:
-            return None
-        return self._tariff_id(resolved)
-
-    def _tariff_id(self, resolved: ResolvedTariff) -> int:
-        """The id of the tariff version's row, recorded in a transaction of its own on first use.
-
-        Only committed ids are cached: a settlement never refers to a version row that might yet roll back.
-        """
-        sha = resolved.tariff.ref.sha256
-        known = self.ctx.tariff_ids.get(sha)
-        if known is not None:
-            return known
-        tariff = resolved.tariff
-
-        def record() -> int:
-            with self.ctx.uow() as tx:
-                row = tx.repo.tariff_version_by_sha(sha)
-                if row is None:
-                    # Same name and same hash (recorded since the lookup above) is the same version; same name
-                    # and another hash is an edited version, which is refused.
-                    row = next((other for other in tx.repo.tariff_versions()
-                                if other.region == tariff.ref.region and other.version == tariff.ref.version), None)
-                    if row is not None and row.sha256 != sha:
-                        raise SettlementError([Problem(
-                            ErrorCode.TARIFF_INVALID, f"{tariff.ref.region}/{tariff.ref.version}",
-                            "this version was recorded with other content; versions are never edited: add a new "
-                            "version file")])
-                if row is None:
-                    row = TariffVersion(region=tariff.ref.region, version=tariff.ref.version, sha256=sha,
-                                        effective_from=tariff.effective_from, effective_to=tariff.effective_to,
-                                        content=resolved.canonical, loaded_at=self.ctx.clock())
-                    tx.repo.add(row)
-                    tx.repo.flush()
-                    tx.commit()
-                return row.id
-
-        row_id = self._with_retries(record)  # a worker that loses the insert race reads the winner's row
-        self.ctx.tariff_ids[sha] = row_id
-        return row_id
 
     def _basis(self, hospital_id: int, claim_in: ServiceClaimIn, computed: Computed,
                figures: YearFigures, expires_at: int) -> quotes.QuoteBasis:
@@ -234,7 +203,7 @@ class SettlementService:
         """Compute as settle would; record nothing. The quote id lets settle confirm nothing changed."""
         hospital_id = self._hospital_id(caller)
         with self.ctx.uow() as tx:  # read only: rolled back at the end
-            claim, resolved = self._claim(tx.repo, caller, request.claim)
+            claim, resolved = self._claim(tx.repo, caller, request.claim, for_settlement=False)
             figures = tx.repo.read_year(claim.patient.id_number, claim.insurance_year)
             computed = settle(claim, resolved.tariff, accumulators_from(figures, claim.insurance_year))
         now = self.ctx.clock()
@@ -252,13 +221,9 @@ class SettlementService:
         request_hash = canonical_hash("settle", dumped)
 
         def attempt() -> Reply:
-            # The tariff version's row is found (or recorded) before the settlement's transaction begins: on
-            # SQLite a second write transaction inside it would wait for itself.
-            tariff_id = self._tariff_id_for(request.claim)
             with self.ctx.uow() as tx:
                 repo = tx.repo
-                claim, resolved = self._claim(repo, caller, request.claim)  # raises what made tariff_id None
-                assert tariff_id is not None
+                claim, resolved = self._claim(repo, caller, request.claim, for_settlement=True)
                 id_number, year = claim.patient.id_number, claim.insurance_year
                 figures = repo.lock_year(id_number, year)
                 # Checked under the person's lock: a concurrent retry of the same key has committed or not yet
@@ -272,7 +237,7 @@ class SettlementService:
                     quoted = quotes.verify(request.quote_id, self.ctx.secret)
                     quotes.compare(quoted, self._basis(hospital_id, request.claim, computed, figures,
                                                        quoted.expires_at), int(now.timestamp()))
-                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, tariff_id,
+                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, resolved,
                                      computed, now)
                 tx.commit()
                 return reply
@@ -280,7 +245,8 @@ class SettlementService:
         return self._idempotent(attempt, hospital_id, key, "settle", request_hash)
 
     def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim_json: Any,
-                request_hash: str, claim: Claim, tariff_id: int, computed: Computed, now: datetime) -> Reply:
+                request_hash: str, claim: Claim, resolved: ResolvedTariff, computed: Computed,
+                now: datetime) -> Reply:
         dec = computed.decomposition
         before, after = computed.accumulators_before, computed.accumulators_after
         public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{_IDS.getrandbits(48):012X}"
@@ -300,7 +266,8 @@ class SettlementService:
             "public_id": public_id, "hospital_id": hospital_id, "transaction_id": request.transaction_id,
             "id_number": id_number, "insurance_year": year, "visit_id": claim.visit.id,
             "visit_type": claim.visit.type, "settled_at": claim.visit.settled_at, "created_at": now,
-            "tariff_version_id": tariff_id, "tariff_sha256": computed.tariff.sha256,
+            "tariff_version_id": resolved.version.id, "tariff_sha256": computed.tariff.sha256,
+            "tariff_parent_version_id": resolved.parent.id if resolved.parent is not None else None,
             "total_fen": to_fen(dec.total), "out_of_catalogue_fen": to_fen(dec.out_of_catalogue),
             "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
             "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
@@ -308,15 +275,7 @@ class SettlementService:
             "accumulators_before": dumps(accumulators_json(before)),
             "claim": dumps(claim_json), "result": text,
         })
-        movements: dict[str, tuple[int, int, int]] = {}
-        for fund in sorted(set(after.paid) | set(after.deductible_used) | set(after.cumulative)):
-            moved = (
-                to_fen(after.paid.get(fund, ZERO) - before.paid.get(fund, ZERO)),
-                to_fen(after.deductible_used.get(fund, ZERO) - before.deductible_used.get(fund, ZERO)),
-                to_fen(after.cumulative.get(fund, ZERO) - before.cumulative.get(fund, ZERO)),
-            )
-            if any(moved):
-                movements[fund] = moved
+        movements = movements_of(computed)
         repo.insert_many(LEDGER, [
             {"settlement_id": settlement_id, "hospital_id": hospital_id, "id_number": id_number,
              "insurance_year": year, "fund": fund, "paid_fen": paid, "deductible_fen": deductible,
@@ -486,11 +445,12 @@ class SettlementService:
             scheme, region = (person.scheme, person.region) if person else (None, None)
             categories = tx.repo.categories_on(id_number, day)
             figures = tx.repo.read_year(id_number, day.year)
+            tariffs = self.ctx.tariffs.current(tx.repo)
         names: dict[str, str] = {}
-        for region in self.ctx.tariffs.regions():
-            for version in self.ctx.tariffs.versions(region):
-                names.update(version.raw.get("categories", {}) and {
-                    code: spec.get("name", code) for code, spec in version.raw["categories"].items()})
+        for region in tariffs.regions():
+            for version in tariffs.versions(region):
+                names.update({code: spec.get("name", code)
+                              for code, spec in (version.raw.get("categories") or {}).items()})
         return {
             "person": mask_id_number(id_number),
             "in_roster": person is not None,

@@ -47,3 +47,15 @@ class ResolutionRequest(Wire):
     note: Annotated[str, Field(min_length=1, max_length=2000)]
     amount: Annotated[str, Field(max_length=20, description="the correction, e.g. \"-12.50\" (action correct)")] \
         | None = None
+
+
+class WithdrawalRequest(Wire):
+    reason: Annotated[str, Field(min_length=1, max_length=2000, description="why the version is set aside")]
+
+
+class PeriodRequest(Wire):
+    """A period of settlement dates (Asia/Shanghai), both inclusive."""
+
+    from_: date = Field(alias="from")
+    to: date
+    top: Annotated[int, Field(ge=1, le=1000, description="how many most affected settlements (simulation)")] = 20

@@ -1,0 +1,53 @@
+"""The tariff versions in force, as the database says, cached per process by the schedule's generation.
+
+Every settlement reads the generation in its own transaction (on PostgreSQL under a shared advisory lock that an
+activation takes exclusively; on SQLite every write transaction holds the database). A worker whose cache is of
+an older generation reloads the active versions in that same transaction, so a settlement uses the versions in
+force either all before or all after an activation, never a mix, and records the version it used.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+
+from settlement.db.models import TariffVersion
+from settlement.db.repositories import Repository
+from settlement.tariffstore.store import ResolvedTariff, TariffStore, VersionFile
+
+
+def version_of(row: TariffVersion) -> VersionFile:
+    return VersionFile(f"tariff version {row.id} ({row.region}/{row.version})", row.region, row.version,
+                       row.inherits, row.effective_from, row.effective_to, json.loads(row.content), row.id)
+
+
+class TariffSchedule:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._store = TariffStore("the database (no active tariff versions)")
+        # Resolutions by (version, parent) label: versions never change, so they outlive a generation.
+        self.shared_cache: dict[tuple[str, str | None], ResolvedTariff] = {}
+
+    def current(self, repo: Repository, *, for_settlement: bool = False) -> TariffStore:
+        """The active versions as of this transaction. `for_settlement` also takes the shared schedule lock, held
+        until the transaction ends, so that no activation commits between this read and the settlement's."""
+        generation = repo.tariff_generation(shared_lock=for_settlement)
+        if generation == self._generation:
+            return self._store
+        rows = repo.tariff_versions(statuses=("active",))
+        with self._lock:
+            if generation != self._generation:
+                self._store = self.store_of(rows, "the database")
+                self._generation = generation
+            return self._store
+
+    def store_of(self, rows: Sequence[TariffVersion], origin: str,
+                 extra: Sequence[VersionFile] = ()) -> TariffStore:
+        return TariffStore.of(origin, [version_of(row) for row in rows] + list(extra), self.shared_cache)
+
+    def forget(self) -> None:
+        """Drop the cached generation (tests that plant a change behind the schedule's back)."""
+        with self._lock:
+            self._generation = -1
