@@ -173,10 +173,19 @@ def serve(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply the migrations to SETTLEMENT_DATABASE_URL."""
+    """Apply the migrations to SETTLEMENT_DATABASE_URL; on a database with no tariff versions yet, record the
+    shipped ones (SETTLEMENT_TARIFFS) as in force."""
+    from settlement.services import tariffs
+
     application = _application()
     console.print(f"database at the latest schema: {application.engine.url.render_as_string(hide_password=True)}",
                   highlight=False, markup=False)
+    try:
+        added = tariffs.seed(application.context, application.settings.tariffs_dir)
+    except ServiceError as error:
+        raise refused(error, EXIT_TARIFF) from None
+    if added:
+        console.print(f"tariff versions recorded as in force: {', '.join(added)}", highlight=False, markup=False)
 
 
 @roster_app.command("import")
