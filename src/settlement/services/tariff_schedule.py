@@ -25,23 +25,24 @@ def version_of(row: TariffVersion) -> VersionFile:
 class TariffSchedule:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._generation = -1
-        self._store = TariffStore("the database (no active tariff versions)")
-        # Resolutions by (version, parent) label: versions never change, so they outlive a generation.
+        # (generation, store) as one value: a thread never pairs one generation with another's store.
+        self._current: tuple[int, TariffStore] = (-1, TariffStore("the database (no active tariff versions)"))
+        # Resolutions by (version, parent): versions never change, so they outlive a generation.
         self.shared_cache: dict[tuple[str, str | None], ResolvedTariff] = {}
 
     def current(self, repo: Repository, *, for_settlement: bool = False) -> TariffStore:
         """The active versions as of this transaction. `for_settlement` also takes the shared schedule lock, held
         until the transaction ends, so that no activation commits between this read and the settlement's."""
         generation = repo.tariff_generation(shared_lock=for_settlement)
-        if generation == self._generation:
-            return self._store
-        rows = repo.tariff_versions(statuses=("active",))
+        cached_generation, store = self._current
+        if generation == cached_generation:
+            return store
+        # Read in this transaction: the versions of exactly this generation.
+        store = self.store_of(repo.tariff_versions(statuses=("active",)), "the database")
         with self._lock:
-            if generation != self._generation:
-                self._store = self.store_of(rows, "the database")
-                self._generation = generation
-            return self._store
+            if generation > self._current[0]:
+                self._current = (generation, store)
+        return store
 
     def store_of(self, rows: Sequence[TariffVersion], origin: str,
                  extra: Sequence[VersionFile] = ()) -> TariffStore:
@@ -50,4 +51,4 @@ class TariffSchedule:
     def forget(self) -> None:
         """Drop the cached generation (tests that plant a change behind the schedule's back)."""
         with self._lock:
-            self._generation = -1
+            self._current = (-1, self._current[1])

@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from settlement.wire.claims import ServiceClaimIn
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 PAGE = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any settlement
 CATALOGUE_REQUIRED = ("code", "name", "class")
 CATALOGUE_OPTIONAL = ("kind", "share", "share_by_category", "price_cap", "unit", "note", "effective_from")
 Movement = tuple[int, int, int]  # fen: paid, per-year deductible used, cumulative base
@@ -545,7 +546,7 @@ def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[
             raise ServiceError(ServiceCode.TARIFF_STATE, f"{row.region}/{row.version} is already withdrawn")
         if row.status == "active":
             repo.lock_tariff_schedule(now)
-            if row.effective_from <= today or repo.settlement_dated_from([row.id], midnight(date.min)):
+            if row.effective_from <= today or repo.settlement_dated_from([row.id], EPOCH):
                 raise ServiceError(ServiceCode.TARIFF_RETROACTIVE,
                                    f"{row.region}/{row.version} is in force since {row.effective_from}; end it with "
                                    "a new version instead")
