@@ -25,10 +25,11 @@ from settlement.cli.main import (
     refused,
     tariffs_app,
 )
-from settlement.domain.errors import TariffError
+from settlement.domain.errors import ErrorCode, Problem, TariffError
 from settlement.paths import default_tariffs_dir
 from settlement.services.errors import ServiceError
 from settlement.tariffstore import load_store
+from settlement.tariffstore.store import VersionFile
 
 settlements_app = typer.Typer(help="Settlements: recompute past ones under the versions they recorded.",
                               no_args_is_help=True)
@@ -111,21 +112,39 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+def _validate_file(path: Path) -> VersionFile:
+    """One version file, its rules included: alone, or merged with the versions of the region it inherits from
+    (read from the tariff folder it sits in)."""
+    from settlement.services.tariffs import draft_problems
+    from settlement.tariffstore.store import TariffStore, read_version_file
+
+    problems: list[Problem] = []
+    version = read_version_file(path, problems)
+    if version is None or problems:
+        raise _fail(TariffError(problems), EXIT_TARIFF)
+    parents = []
+    if version.inherits is not None:
+        folder = path.parent.parent / version.inherits
+        if not folder.is_dir():
+            raise _fail(TariffError([Problem(ErrorCode.TARIFF_NOT_FOUND, f"{path}: inherits",
+                                             f"no tariff folder {folder}")]), EXIT_TARIFF)
+        parents = [p for file in sorted(folder.glob("*.yaml")) if (p := read_version_file(file, problems))]
+    problems += draft_problems(TariffStore.of(str(path.parent.parent), [version, *parents]), version)
+    if problems:
+        raise _fail(TariffError(problems), EXIT_TARIFF)
+    return version
+
+
 @tariffs_app.command("validate")
 def tariffs_validate(path: Annotated[Path | None, typer.Argument(
         help="a tariff folder (default ./tariffs) or one version file")] = None) -> None:
     """Check tariff files against the schema; list every problem (file, path, reason). Nothing is recorded."""
-    from settlement.domain.errors import Problem
-    from settlement.tariffstore.store import read_version_file
-
     root = path or default_tariffs_dir()
     if root.is_file():
-        problems: list[Problem] = []
-        version = read_version_file(root, problems)
-        if version is None or problems:
-            raise _fail(TariffError(problems), EXIT_TARIFF)
-        console.print(f"{root}: {version.label}, effective {version.effective_from}, reads well (its rules are "
-                      "checked with its parent when imported)", highlight=False, markup=False)
+        version = _validate_file(root)
+        console.print(f"{root}: {version.label}, effective {version.effective_from}, valid"
+                      + (f" with {version.inherits}'s versions beside it" if version.inherits else ""),
+                      highlight=False, markup=False)
         return
     try:
         store = load_store(root)

@@ -54,7 +54,7 @@ class Statements:
     move_admissions: Any
     move_funds: Any
     generation: Any
-    generation_locked: Any
+    schedule_lock_shared: Any
 
 
 @functools.cache
@@ -79,8 +79,7 @@ def _statements(dialect: str) -> Statements:
         move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
         .values(admissions=years.c.admissions + bindparam("p_delta")),
         generation=select(SCHEDULE.c.generation).where(SCHEDULE.c.id == 1),
-        generation_locked=select(func.pg_advisory_xact_lock_shared(bindparam("p_lock")), SCHEDULE.c.generation)
-        .where(SCHEDULE.c.id == 1),
+        schedule_lock_shared=select(func.pg_advisory_xact_lock_shared(bindparam("p_lock"))),
         move_funds=upsert_funds.on_conflict_do_update(
             index_elements=["id_number", "year", "fund"],
             set_={name: funds.c[name] + upsert_funds.excluded[name]
@@ -190,10 +189,12 @@ class Repository:
 
     def tariff_generation(self, *, shared_lock: bool = False) -> int:
         """The schedule's generation; `shared_lock` holds, on PostgreSQL, the shared side of the schedule lock
-        until the transaction ends (an activation takes it exclusively). One round trip either way."""
+        until the transaction ends (an activation takes it exclusively).
+
+        The lock and the read are two statements: under READ COMMITTED a statement's snapshot is taken when it
+        starts, so a read in the statement that waited for an activation would not see what it committed."""
         if shared_lock and self.dialect == "postgresql":
-            row = self._core(_statements(self.dialect).generation_locked, {"p_lock": TARIFF_SCHEDULE_LOCK}).one()
-            return int(row[1])
+            self._core(_statements(self.dialect).schedule_lock_shared, {"p_lock": TARIFF_SCHEDULE_LOCK})
         return int(self._core(_statements(self.dialect).generation).scalar_one())
 
     def lock_tariff_schedule(self, now: datetime) -> int:

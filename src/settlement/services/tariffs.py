@@ -102,9 +102,10 @@ def staff_actor(context: Context, name: str) -> str:
 
 
 def _rejected(origin: str, problems: list[Problem]) -> ServiceError:
-    return ServiceError(ServiceCode.TARIFF_REJECTED,
-                        f"{origin}: {len(problems)} problem{'s' if len(problems) != 1 else ''}; nothing recorded",
-                        problems)
+    """Refused with every problem listed; the message names the first."""
+    first = f"{problems[0].path}: {problems[0].message}" if problems else "unreadable"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return ServiceError(ServiceCode.TARIFF_REJECTED, f"{origin}: {first}{more}; nothing recorded", problems)
 
 
 def stretched(version: VersionFile) -> VersionFile:
@@ -273,9 +274,11 @@ def import_path(context: Context, path: Path, actor: str, note: str | None = Non
     return [_record_draft(context, read, str(path), actor, note, None)]
 
 
-def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[date], list[Problem]]:
+def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[tuple[int, date]],
+                                                           list[Problem]]:
     """A catalogue CSV (UTF-8 or GBK): item code, name, class, class B share and shares by category, price cap,
-    and each item's effective date. Returns the items, their dates and every problem with its line."""
+    and each item's effective date. Returns the items (each with its `_line`), their (line, date) pairs and every
+    problem with its line."""
     problems: list[Problem] = []
     for encoding in ("utf-8-sig", "gbk"):
         try:
@@ -295,7 +298,7 @@ def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]
                                 f"{'; missing ' + ','.join(missing) if missing else ''}"
                                 f"{'; unknown ' + ','.join(unknown) if unknown else ''}")]
     items: list[dict[str, Any]] = []
-    dates: list[date] = []
+    dates: list[tuple[int, date]] = []
     seen: set[str] = set()
     for row in reader:
         where = f"{origin}: line {reader.line_num}"
@@ -309,7 +312,7 @@ def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]
             if shares:
                 item["share_by_category"] = dict(pair.split("=", 1) for pair in shares.split(";"))
             if day is not None:
-                dates.append(date.fromisoformat(day))
+                dates.append((reader.line_num, date.fromisoformat(day)))
             CatalogueItem.model_validate(item)
         except ValueError as error:
             if isinstance(error, ValidationError):
@@ -323,7 +326,7 @@ def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]
             problems.append(Problem(ErrorCode.TARIFF_INVALID, where, f"item {item['code']} is listed twice"))
             continue
         seen.add(item["code"])
-        items.append(item)
+        items.append(item | {"_line": reader.line_num})
     if not items and not problems:
         problems.append(Problem(ErrorCode.TARIFF_INVALID, origin, "the catalogue lists no items"))
     return items, dates, problems
@@ -340,14 +343,15 @@ def import_catalogue(context: Context, data: bytes, filename: str, region: str, 
     items, dates, problems = read_catalogue_upload(data, origin)
     if problems:
         raise _rejected(origin, problems)
-    start = effective or (max(dates) if dates else None)
+    start = effective or (max(day for _, day in dates) if dates else None)
     if start is None:
         raise ServiceError(ServiceCode.TARIFF_REJECTED, f"{origin}: give the effective date (an effective_from "
                                                         "column, or --effective)")
-    later = sorted({day for day in dates if day > start})
+    later = [Problem(ErrorCode.TARIFF_INVALID, f"{origin}: line {line}", f"dated {day}, after the version's "
+                     f"effective date {start}: not in force yet (give it a version of its own)")
+             for line, day in dates if day > start]
     if later:
-        raise ServiceError(ServiceCode.TARIFF_REJECTED, f"{origin}: items dated {later[0]} are not in force on "
-                                                        f"{start}, the version's effective date")
+        raise _rejected(origin, later)
     with context.uow() as tx:
         store = context.tariffs.current(tx.repo)
         try:
@@ -357,6 +361,17 @@ def import_catalogue(context: Context, data: bytes, filename: str, region: str, 
                                                       "take the policy parameters from; import a full version "
                                                       "instead") from None
         taken = {row.version for row in tx.repo.tariff_versions(region=region)}
+        try:
+            in_force = store.resolve(region, start).document
+        except TariffError as error:
+            raise _rejected(origin, error.problems) from None
+    known = set(in_force.categories) | set(in_force.category_groups)
+    unknown = [Problem(ErrorCode.TARIFF_INVALID, f"{origin}: line {item['_line']}",
+                       f"share_by_category names {code!r}, not a category or group of {region}'s tariff")
+               for item in items for code in item.get("share_by_category", {}) if code not in known]
+    if unknown:
+        raise _rejected(origin, unknown)
+    items = [{key: value for key, value in item.items() if key != "_line"} for item in items]
     name = version_name or next(candidate for n in range(1, 1000)
                                 if (candidate := start.isoformat() + ("" if n == 1 else f"-{n}")) not in taken)
     raw = dict(base.raw)
