@@ -478,6 +478,9 @@ def test_naive_worker_caching_the_versions_is_caught(own_service: Service) -> No
     assert len(problems) == 1 and problems[0].startswith(f"{naive_id} of {JULY_1}"), problems
     assert wrong_amounts(service, PAID_ON) == [f"{naive_id} of {JULY_1} paid {OLD_PAID} from {BASIC}, expected "
                                                f"{NEW_PAID}"]
+    # `settlement settlements verify` finds it too: the version it recorded is not the one in force on its date.
+    report = tariffs.verify(service.app.context, date(2024, 6, 30), date(2024, 7, 1), "test")
+    assert [(d["settlement_id"], d["kind"]) for d in report["differences"]] == [(naive_id, "version_not_in_force")]
 
 
 # 3. The recomputation of past settlements

@@ -695,16 +695,19 @@ def verify(context: Context, start: date, end: date, actor: str,
            progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Recompute every settlement dated in [start, end] under the version it recorded; report every difference
     from what was paid (each fund's entry, the patient's share) and any version whose content no longer hashes to
-    what the settlement recorded."""
+    what the settlement recorded, or that is not the version the schedule puts in force on its date (the schedule
+    of a past date never changes: activation refuses that)."""
     versions: dict[int, VersionFile] = {}
     store = TariffStore.of("recorded versions", [], context.tariffs.shared_cache)
+    with context.uow() as tx:
+        schedule = context.tariffs.current(tx.repo)
     checked = 0
     differences: list[dict[str, Any]] = []
     for page in _pages(context, start, end, versions):
         for row in page:
             checked += 1
             parent = versions[row.tariff_parent_version_id] if row.tariff_parent_version_id else None
-            problem = _verify_one(row, store, versions[row.tariff_version_id], parent)
+            problem = _verify_one(row, store, versions[row.tariff_version_id], parent, schedule)
             if problem is not None:
                 differences.append(problem)
         if progress is not None:
@@ -719,10 +722,20 @@ def verify(context: Context, start: date, end: date, actor: str,
     return report
 
 
-def _verify_one(row: Stored, store: TariffStore, version: VersionFile,
-                parent: VersionFile | None) -> dict[str, Any] | None:
+def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: VersionFile | None,
+                schedule: TariffStore) -> dict[str, Any] | None:
     head = {"settlement_id": row.public_id, "settled_at": row.settled_at.astimezone(SHANGHAI).isoformat(),
             "person": mask_id_number(row.id_number), "tariff": version.label + (f"+{parent.label}" if parent else "")}
+    day = row.settled_at.astimezone(SHANGHAI).date()
+    try:
+        in_force = schedule.resolve(ServiceClaimIn.model_validate_json(row.claim).patient.region, day)
+        expected = (in_force.version.id, in_force.parent.id if in_force.parent else None)
+    except TariffError:
+        expected = None
+    if expected != (version.id, parent.id if parent else None):
+        return {**head, "kind": "version_not_in_force",
+                "detail": f"the schedule puts {in_force.tariff.ref.version if expected else 'no version'} in force "
+                          f"on {day}, the settlement recorded {version.label}", "funds": []}
     try:
         resolved = store.resolved_pair(version, parent)
         if resolved.tariff.ref.sha256 != row.tariff_sha256:
