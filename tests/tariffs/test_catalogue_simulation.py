@@ -893,6 +893,9 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     for actor, action, _ in audit_after(service, 0):
         if action.startswith("tariff."):
             by_actor[actor].append(action)
+    # The reads (list, show, diff) are audited too, under the command line's name.
+    reads = by_actor.pop("cli")
+    assert set(reads) == {"tariff.list", "tariff.show", "tariff.diff"}, reads
     assert dict(by_actor) == {"system": ["tariff.seed"] * 3, "admin:alice": ["tariff.import", "tariff.import"],
                               "admin:bob": ["tariff.approve", "tariff.activate", "tariff.simulate",
                                             "tariff.withdraw"]}

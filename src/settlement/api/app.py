@@ -280,8 +280,7 @@ def create_app(application: Application) -> FastAPI:
     @app.get("/v1/admin/tariffs", tags=["admin"], responses=ERRORS)
     def tariff_versions(who: Auth, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None) -> list[Any]:
         """Every tariff version with its state: draft, approved, scheduled, in force, ended or withdrawn."""
-        administrator(who)
-        return tariffs.list_versions(context, region)
+        return tariffs.list_versions(context, region, actor=administrator(who))
 
     @app.post("/v1/admin/tariffs", tags=["admin"], status_code=201, responses=ERRORS)
     def upload_tariff(file: UploadFile, who: Auth, note: Annotated[str | None, Query(max_length=2000)] = None
@@ -311,14 +310,13 @@ def create_app(application: Application) -> FastAPI:
     @app.get("/v1/admin/tariffs/{version_id}", tags=["admin"], responses=ERRORS)
     def tariff_version(version_id: VersionId, who: Auth) -> dict[str, Any]:
         """One version: its document, state and history (the audit rows of each step)."""
-        administrator(who)
-        return tariffs.show_version(context, str(version_id))
+        return tariffs.show_version(context, str(version_id), actor=administrator(who))
 
     @app.get("/v1/admin/tariffs/{version_id}/diff", tags=["admin"], responses=ERRORS)
     def tariff_diff(version_id: VersionId, who: Auth,
                     against: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> dict[str, Any]:
-        administrator(who)
-        return tariffs.diff_versions(context, str(version_id), None if against is None else str(against))
+        return tariffs.diff_versions(context, str(version_id), None if against is None else str(against),
+                                     actor=administrator(who))
 
     @app.post("/v1/admin/tariffs/{version_id}/approval", tags=["admin"], responses=ERRORS)
     def approve_tariff(version_id: VersionId, who: Auth) -> dict[str, Any]:

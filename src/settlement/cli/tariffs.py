@@ -171,7 +171,7 @@ def tariffs_list(
     """The versions in the database: status (draft, approved, scheduled, in force, ended, withdrawn), ranges."""
     from settlement.services import tariffs
 
-    views = tariffs.list_versions(_application().context, region)
+    views = tariffs.list_versions(_application().context, region, actor="cli")
     if as_json:
         _print_json(views)
         return
@@ -190,7 +190,7 @@ def tariffs_show(reference: Reference, as_json: AsJson = False) -> None:
     from settlement.services import tariffs
 
     try:
-        view = tariffs.show_version(_application().context, reference)
+        view = tariffs.show_version(_application().context, reference, actor="cli")
     except ServiceError as error:
         raise refused(error) from None
     if as_json:
@@ -261,7 +261,7 @@ def tariffs_diff(
     from settlement.services import tariffs
 
     try:
-        diff = tariffs.diff_versions(_application().context, reference, against)
+        diff = tariffs.diff_versions(_application().context, reference, against, actor="cli")
     except ServiceError as error:
         raise _refused_with_problems(error) from None
     if as_json:

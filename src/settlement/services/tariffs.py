@@ -177,14 +177,25 @@ def version_view(row: TariffVersion, store: TariffStore, today: date) -> dict[st
     }
 
 
-def list_versions(context: Context, region: str | None = None) -> list[dict[str, Any]]:
+def _audit_read(repo: Repository, context: Context, actor: str | None, action: str, subject: str,
+                details: dict[str, Any]) -> None:
+    """Reads by an administrator are audited too (who looked at which version when), apart from the version's
+    own history, which records its steps."""
+    if actor is not None:
+        repo.audit(context.clock(), actor, action, "tariff_versions", subject, json.dumps(details))
+
+
+def list_versions(context: Context, region: str | None = None, *, actor: str | None = None) -> list[dict[str, Any]]:
     with context.uow() as tx:
         store = context.tariffs.current(tx.repo)
         today = today_in_shanghai(context)
-        return [version_view(row, store, today) for row in tx.repo.tariff_versions(region=region)]
+        views = [version_view(row, store, today) for row in tx.repo.tariff_versions(region=region)]
+        _audit_read(tx.repo, context, actor, "tariff.list", region or "all", {"versions": len(views)})
+        tx.commit()
+        return views
 
 
-def show_version(context: Context, reference: str) -> dict[str, Any]:
+def show_version(context: Context, reference: str, *, actor: str | None = None) -> dict[str, Any]:
     with context.uow() as tx:
         row = find_version(tx.repo, reference)
         store = context.tariffs.current(tx.repo)
@@ -193,6 +204,8 @@ def show_version(context: Context, reference: str) -> dict[str, Any]:
         view["history"] = [{"at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
                             "details": json.loads(entry.details)}
                            for entry in tx.repo.audit_of("tariff_version", f"{row.region}/{row.version}")]
+        _audit_read(tx.repo, context, actor, "tariff.show", f"{row.region}/{row.version}", {"id": row.id})
+        tx.commit()
         return view
 
 
@@ -446,7 +459,8 @@ def document_diff(old: TariffDocument | None, new: TariffDocument) -> dict[str, 
     }
 
 
-def diff_versions(context: Context, reference: str, against: str | None = None) -> dict[str, Any]:
+def diff_versions(context: Context, reference: str, against: str | None = None, *,
+                  actor: str | None = None) -> dict[str, Any]:
     """How a version differs from another (by default the one it was based on, else the active version of its
     region in force on its effective date, else the one before it)."""
     with context.uow() as tx:
@@ -477,6 +491,8 @@ def diff_versions(context: Context, reference: str, against: str | None = None) 
         result = document_diff(old_document, new_document)
         result["version"] = f"{row.region}/{row.version}"
         result["against"] = None if base_row is None else f"{base_row.region}/{base_row.version}"
+        _audit_read(tx.repo, context, actor, "tariff.diff", result["version"], {"against": result["against"]})
+        tx.commit()
         return result
 
 
