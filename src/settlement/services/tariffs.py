@@ -629,8 +629,10 @@ def unrecorded_files(context: Context, root: Path) -> list[str]:
         return []
     with context.uow() as tx:
         known = {(row.region, row.version) for row in tx.repo.tariff_versions()}
+    # A county version recorded before tariff administration is named with its city's ("2024-01-01+611000@...").
+    recorded_resolved = {(region, label.split("+", 1)[0]) for region, label in known if "+" in label}
     return [v.label for region in store.regions() for v in store.versions(region)
-            if (v.region, v.version) not in known]
+            if (v.region, v.version) not in known | recorded_resolved]
 
 
 # Recomputing settlements

@@ -3,7 +3,9 @@ their documents never change (triggers refuse it); the schedule's generation; se
 (city) version as well as their own region's.
 
 Versions recorded before this revision were resolved tariffs recorded on first use: each becomes an active,
-self-contained version (its content already has its city's rules merged in), approved by "system".
+self-contained version (its content already has its city's rules merged in), approved by "system". Such a county
+version therefore does not follow its city's later versions; to make it inherit again, import a new version of
+the county (with `inherits`) from the date it should.
 
 Revision ID: 0004
 Revises: 0003
