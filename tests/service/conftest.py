@@ -121,25 +121,24 @@ def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
     return Settings(**fields)
 
 
-@pytest.fixture
-def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
-    application = build(settings_for(database_url, tmp_path))
+def running_service(url: str, tmp: Path) -> Iterator[Service]:
+    application = build(settings_for(url, tmp))
     clock = Clock()
     application.context.clock = clock
     prepare(application)
-    yield Service(application, clock, tmp_path)
+    yield Service(application, clock, tmp)
     application.dispose()
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
+    yield from running_service(database_url, tmp_path)
 
 
 @pytest.fixture
 def own_service(own_database_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service on a database of its own: for tests that put tariff versions in force."""
-    application = build(settings_for(own_database_url, tmp_path))
-    clock = Clock()
-    application.context.clock = clock
-    prepare(application)
-    yield Service(application, clock, tmp_path)
-    application.dispose()
+    yield from running_service(own_database_url, tmp_path)
 
 
 def shipped_document(region: str = "611000", version: str = "2024-01-01") -> dict[str, Any]:
@@ -164,15 +163,20 @@ def put_in_force(service: Service, document: dict[str, Any], *, author: str = "a
     return version_id
 
 
-@pytest.fixture
-def cli_env(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
-    """The command line pointed at the test's database."""
+def point_cli_at(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """The command line's environment set to the service's database."""
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
     monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
     monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
     monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
     monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
     return service
+
+
+@pytest.fixture
+def cli_env(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
+    """The command line pointed at the test's database."""
+    return point_cli_at(service, tmp_path, monkeypatch)
 
 
 def free_port() -> int:

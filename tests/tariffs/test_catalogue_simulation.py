@@ -56,6 +56,7 @@ from tests.service.conftest import (
     claim_body,
     import_roster_rows,
     new_id_number,
+    point_cli_at,
     put_in_force,
     settings_for,
     shipped_document,
@@ -766,12 +767,7 @@ def test_validate_a_single_file_checks_its_rules(tmp_path: Path) -> None:
 @pytest.fixture
 def own_cli(own_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Service:
     """The command line pointed at the test's own database (as conftest's cli_env, for own_service)."""
-    monkeypatch.setenv("SETTLEMENT_DATABASE_URL", own_service.app.settings.database_url)
-    monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
-    monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
-    monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
-    return own_service
+    return point_cli_at(own_service, tmp_path, monkeypatch)
 
 
 def run(*arguments: str) -> Result:

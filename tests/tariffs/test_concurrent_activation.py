@@ -49,12 +49,12 @@ from settlement.services.settlements import SettlementService
 from settlement.services.tariff_schedule import TariffSchedule, version_of
 from settlement.tariffstore.store import TariffStore
 from settlement.wire.requests import ReverseRequest, SettleRequest
-from tests.factories import TARIFFS
 from tests.service.conftest import (
     LiveServer,
     Service,
     claim_body,
     new_id_number,
+    point_cli_at,
     settings_for,
     shipped_document,
     start_server,
@@ -565,12 +565,7 @@ def test_verify_recomputes_every_settlement_and_names_the_one_paid_wrong(own_ser
     assert difference["detail"] == "patient paid 640.00, recomputed 520.00"
     assert difference["tariff"] == f"{CITY}/{NEW}"
 
-    cli_data = service.tmp / "cli-data"
-    monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
-    monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
-    monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(cli_data))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
-    monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+    point_cli_at(service, service.tmp, monkeypatch)
     period = ["--from", PERIOD[0].isoformat(), "--to", PERIOD[1].isoformat()]
     shown = runner.invoke(cli, ["settlements", "verify", *period])
     assert shown.exit_code == 1, shown.output

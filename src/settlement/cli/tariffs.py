@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -30,6 +31,9 @@ from settlement.paths import default_tariffs_dir
 from settlement.services.errors import ServiceError
 from settlement.tariffstore import load_store
 from settlement.tariffstore.store import VersionFile
+
+if TYPE_CHECKING:
+    from settlement.services.context import Context
 
 settlements_app = typer.Typer(help="Settlements: recompute past ones under the versions they recorded.",
                               no_args_is_help=True)
@@ -270,17 +274,24 @@ def tariffs_diff(
         _print_diff(diff)
 
 
+def _step(reference: str, by: str, step: Callable[[Context, str, str], dict[str, Any]]) -> None:
+    """One step of a version's life, done by a named administrator."""
+    from settlement.services import tariffs
+
+    context = _application().context
+    try:
+        view = step(context, reference, tariffs.staff_actor(context, by))
+    except ServiceError as error:
+        raise _refused_with_problems(error) from None
+    _print_view(view)
+
+
 @tariffs_app.command("approve")
 def tariffs_approve(reference: Reference, by: By) -> None:
     """Approve a draft (its author cannot)."""
     from settlement.services import tariffs
 
-    context = _application().context
-    try:
-        view = tariffs.approve(context, reference, tariffs.staff_actor(context, by))
-    except ServiceError as error:
-        raise _refused_with_problems(error) from None
-    _print_view(view)
+    _step(reference, by, tariffs.approve)
 
 
 @tariffs_app.command("activate")
@@ -288,12 +299,7 @@ def tariffs_activate(reference: Reference, by: By) -> None:
     """Put an approved version in force from its effective date (a date after today, Asia/Shanghai)."""
     from settlement.services import tariffs
 
-    context = _application().context
-    try:
-        view = tariffs.activate(context, reference, tariffs.staff_actor(context, by))
-    except ServiceError as error:
-        raise _refused_with_problems(error) from None
-    _print_view(view)
+    _step(reference, by, tariffs.activate)
 
 
 @tariffs_app.command("withdraw")
@@ -304,12 +310,7 @@ def tariffs_withdraw(
     """Set a draft or approved version aside, or cancel an activated one before its effective date."""
     from settlement.services import tariffs
 
-    context = _application().context
-    try:
-        view = tariffs.withdraw(context, reference, tariffs.staff_actor(context, by), reason)
-    except ServiceError as error:
-        raise _refused_with_problems(error) from None
-    _print_view(view)
+    _step(reference, by, lambda context, ref, actor: tariffs.withdraw(context, ref, actor, reason))
 
 
 def _progress(description: str, as_json: bool) -> Progress:
