@@ -44,7 +44,11 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN}; CI must run the PostgreSQL tests")
         pytest.skip("PostgreSQL is not running here (CI starts it)")
-    name = f"settlement_test_{os.getpid()}_{secrets.token_hex(4)}"
+    yield from scratch_database(f"settlement_test_{os.getpid()}_{secrets.token_hex(4)}")
+
+
+def scratch_database(name: str) -> Iterator[str]:
+    """A new PostgreSQL database's URL, dropped afterwards."""
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -58,14 +62,7 @@ def pg_url() -> Iterator[str]:
 def fresh_pg_url(pg_url: str) -> Iterator[str]:
     """A PostgreSQL database of this test's own: for tests whose tariff versions must not reach other tests
     (the tariffs in force live in the database)."""
-    name = f"{pg_url.rsplit('/', 1)[1]}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from scratch_database(f"{pg_url.rsplit('/', 1)[1]}_{secrets.token_hex(4)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
