@@ -119,14 +119,13 @@ def stretched(version: VersionFile) -> VersionFile:
 def draft_problems(store: TariffStore, version: VersionFile) -> list[Problem]:
     """What would go wrong if `version` joined the versions of `store`: ranges overlapping one of its region's,
     and any resolution it takes part in (its own with its parents, its region's children's with it)."""
+    def span(v: VersionFile) -> str:
+        return f"{v.effective_from} to {v.effective_to or 'its successor'}"
+
     problems = [Problem(ErrorCode.TARIFF_OVERLAP, "effective",
-                        f"{later.label if earlier is version else earlier.label} is in force from "
-                        f"{(earlier if earlier is not version else later).effective_from} "
-                        f"{'to ' + str(earlier.effective_to) if earlier.effective_to else ''}".rstrip()
-                        + f"; {version.label} ({version.effective_from} to {version.effective_to or 'open'}) "
-                          "overlaps it")
-                for earlier, later in overlaps(store.versions(version.region))
-                if version.label in (earlier.label, later.label)]
+                        f"{version.label} ({span(version)}) overlaps {other.label} ({span(other)})")
+                for pair in overlaps(store.versions(version.region)) if version.label in (pair[0].label, pair[1].label)
+                for other in pair if other.label != version.label]
     pairs: list[tuple[VersionFile, VersionFile | None]] = []
     if version.inherits is None:
         pairs.append((version, None))
