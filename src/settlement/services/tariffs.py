@@ -645,10 +645,10 @@ def accumulators_of(stored: str) -> Accumulators:
                         {fund: Decimal(v) for fund, v in data["paid"].items()})
 
 
-def recompute(row: Stored, resolved: ResolvedTariff, accumulators: Accumulators | None = None) -> Computed:
-    """A stored settlement computed again from its claim as received, the roster categories it recorded and the
-    year-to-date figures it started from (or others, for a simulation)."""
-    claim_in = ServiceClaimIn.model_validate_json(row.claim)
+def recompute(row: Stored, claim_in: ServiceClaimIn, resolved: ResolvedTariff,
+              accumulators: Accumulators | None = None) -> Computed:
+    """A stored settlement computed again from its claim as received (`claim_in`, read from `row.claim`), the
+    roster categories it recorded and the year-to-date figures it started from (or others, for a simulation)."""
     claim = claim_in.build(claim_in.patient, tuple(json.loads(row.categories)))
     return settle(claim, resolved.tariff, accumulators or accumulators_of(row.accumulators_before))
 
@@ -744,8 +744,9 @@ def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: V
     head = {"settlement_id": row.public_id, "settled_at": row.settled_at.astimezone(SHANGHAI).isoformat(),
             "person": mask_id_number(row.id_number), "tariff": version.label + (f"+{parent.label}" if parent else "")}
     day = row.settled_at.astimezone(SHANGHAI).date()
+    claim_in = ServiceClaimIn.model_validate_json(row.claim)
     try:
-        in_force = schedule.resolve(ServiceClaimIn.model_validate_json(row.claim).patient.region, day)
+        in_force = schedule.resolve(claim_in.patient.region, day)
         expected = (in_force.version.id, in_force.parent.id if in_force.parent else None)
     except TariffError:
         expected = None
@@ -760,7 +761,7 @@ def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: V
                                                                 f"{resolved.tariff.ref.sha256[:12]}, the "
                                                                 f"settlement recorded {row.tariff_sha256[:12]}",
                     "funds": []}
-        computed = recompute(row, resolved)
+        computed = recompute(row, claim_in, resolved)
     except SettlementError as error:
         return {**head, "kind": "not_recomputable", "detail": f"{error.code}: {error}", "funds": []}
     again = movements_of(computed)
@@ -844,7 +845,7 @@ def simulate(context: Context, reference: str, start: date, end: date, actor: st
             chain = chains[(settlement.id_number, settlement.insurance_year)]
             before = _shifted(accumulators_of(settlement.accumulators_before), chain.shift(settlement.created_at))
             try:
-                computed = recompute(settlement, resolved, before)
+                computed = recompute(settlement, claim_in, resolved, before)
             except SettlementError as error:
                 refused[str(error.code)] += 1
                 continue
