@@ -10,6 +10,9 @@ answer, and the test shows that its own assertion tells them apart.
 from __future__ import annotations
 
 import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -254,6 +257,52 @@ def test_the_author_cannot_approve_their_own_version(own_service: Service) -> No
         "approved", "approved", BOB, ALICE)
     assert audit(service, label) == [("tariff.import", ALICE), ("tariff.approve", BOB)]
     refusal(ServiceCode.TARIFF_STATE, tariffs.approve, service.app.context, label, CAROL)  # only drafts
+
+
+def approvals_at_once(service: Service, monkeypatch: pytest.MonkeyPatch, *, lock_rows: bool) -> list[str]:
+    """Bob and Carol approve one draft at the same moment; each pauses after reading the version, so that both
+    have read it before either commits. Returns who approved it, by the audit log."""
+    version_id = draft(service, city_version("2024-07-01", "2024-07-01"), author=ALICE)
+    find = tariffs.find_version
+
+    def slow_find(repo: Any, reference: str, *, for_update: bool = False) -> TariffVersion:
+        row = find(repo, reference, for_update=for_update and lock_rows)
+        time.sleep(0.3)
+        return row
+
+    monkeypatch.setattr(tariffs, "find_version", slow_find)
+    barrier = threading.Barrier(2)
+
+    def approve(actor: str) -> str:
+        barrier.wait()
+        try:
+            tariffs.approve(service.app.context, str(version_id), actor)
+        except ServiceError as error:
+            return str(error.code)
+        return "approved"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(approve, [BOB, CAROL]))
+    assert set(outcomes) <= {"approved", "TARIFF_STATE"}, outcomes
+    return [actor for action, actor in audit(service, f"{CITY}/2024-07-01") if action == "tariff.approve"]
+
+
+def test_two_administrators_approving_at_once_approve_once(own_service: Service,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version's row is locked by the step: the second administrator waits, then finds it approved."""
+    approvals = approvals_at_once(own_service, monkeypatch, lock_rows=True)
+    assert len(approvals) == 1, approvals
+    assert version_row(own_service, f"{CITY}/2024-07-01").approved_by == approvals[0]
+
+
+def test_without_the_row_lock_both_would_approve(own_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The naive variant (read, check, write, with no lock) fails the check above on PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already holds the whole database, so there it cannot go wrong."""
+    approvals = approvals_at_once(own_service, monkeypatch, lock_rows=False)
+    if own_service.app.engine.dialect.name == "postgresql":
+        assert sorted(approvals) == [BOB, CAROL]
+    else:
+        assert len(approvals) == 1
 
 
 # 4. Activation refused: not approved, not in the future, or a date already settled

@@ -180,12 +180,13 @@ class Repository:
             query = query.where(TariffVersion.region == region)
         return self.session.scalars(query).all()
 
-    def tariff_version(self, version_id: int) -> TariffVersion | None:
-        return self.session.get(TariffVersion, version_id)
+    def tariff_version(self, version_id: int, *, for_update: bool = False) -> TariffVersion | None:
+        return self.session.get(TariffVersion, version_id, with_for_update=for_update)
 
-    def tariff_version_by_label(self, region: str, version: str) -> TariffVersion | None:
-        return self.session.scalar(select(TariffVersion).where(TariffVersion.region == region,
-                                                               TariffVersion.version == version))
+    def tariff_version_by_label(self, region: str, version: str, *,
+                                for_update: bool = False) -> TariffVersion | None:
+        query = select(TariffVersion).where(TariffVersion.region == region, TariffVersion.version == version)
+        return self.session.scalar(query.with_for_update() if for_update else query)
 
     def tariff_generation(self, *, shared_lock: bool = False) -> int:
         """The schedule's generation; `shared_lock` holds, on PostgreSQL, the shared side of the schedule lock

@@ -80,14 +80,15 @@ def midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, SHANGHAI)
 
 
-def find_version(repo: Repository, reference: str) -> TariffVersion:
-    """A version by its id ("12") or its name ("611000/2027-01-01")."""
+def find_version(repo: Repository, reference: str, *, for_update: bool = False) -> TariffVersion:
+    """A version by its id ("12") or its name ("611000/2027-01-01"); `for_update` locks its row, so that two
+    administrators taking the same step at once take it one after the other (the second is refused)."""
     row: TariffVersion | None = None
     if reference.isdigit():
-        row = repo.tariff_version(int(reference))
+        row = repo.tariff_version(int(reference), for_update=for_update)
     elif "/" in reference:
         region, _, version = reference.partition("/")
-        row = repo.tariff_version_by_label(region, version)
+        row = repo.tariff_version_by_label(region, version, for_update=for_update)
     if row is None:
         raise ServiceError(ServiceCode.NOT_FOUND, f"no tariff version {reference!r} (give its id or region/version)")
     return row
@@ -502,7 +503,7 @@ def approve(context: Context, reference: str, actor: str) -> dict[str, Any]:
     """A second administrator approves a draft; its author cannot."""
     now = context.clock()
     with context.uow() as tx:
-        row = find_version(tx.repo, reference)
+        row = find_version(tx.repo, reference, for_update=True)
         if row.status != "draft":
             raise ServiceError(ServiceCode.TARIFF_STATE, f"{row.region}/{row.version} is {row.status}; only a "
                                                          "draft is approved")
@@ -543,7 +544,7 @@ def activate(context: Context, reference: str, actor: str) -> dict[str, Any]:
     with context.uow() as tx:
         repo = tx.repo
         repo.lock_tariff_schedule(now)  # waits for settlements in flight; the next ones wait for this commit
-        row = find_version(repo, reference)
+        row = find_version(repo, reference, for_update=True)
         if row.status != "approved":
             hint = "approve it first" if row.status == "draft" else "it cannot be activated again"
             raise ServiceError(ServiceCode.TARIFF_STATE, f"{row.region}/{row.version} is {row.status}; {hint}")
@@ -571,7 +572,7 @@ def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[
         repo = tx.repo
         if not reason.strip():
             raise ServiceError(ServiceCode.REQUEST_MALFORMED, "say why the version is withdrawn")
-        row = find_version(repo, reference)
+        row = find_version(repo, reference, for_update=True)
         if row.status == "withdrawn":
             raise ServiceError(ServiceCode.TARIFF_STATE, f"{row.region}/{row.version} is already withdrawn")
         if row.status == "active":
