@@ -681,7 +681,7 @@ def _stored(row: Settlement, entries: dict[str, Movement], reversed_at: datetime
                   row.claim, row.categories, row.accumulators_before, entries, reversed_at)
 
 
-def _pages(context: Context, start: date, end: date, versions: dict[int, VersionFile]) -> Iterator[list[Stored]]:
+def stored_pages(context: Context, start: date, end: date, versions: dict[int, VersionFile]) -> Iterator[list[Stored]]:
     """Settlements dated in [start, end], a page at a time, each page read in a transaction of its own (never
     holding the database while computing); the versions they name are added to `versions`."""
     after = 0
@@ -721,7 +721,7 @@ def verify(context: Context, start: date, end: date, actor: str,
         schedule = context.tariffs.current(tx.repo)
     checked = 0
     differences: list[dict[str, Any]] = []
-    for page in _pages(context, start, end, versions):
+    for page in stored_pages(context, start, end, versions):
         for row in page:
             checked += 1
             parent = versions[row.tariff_parent_version_id] if row.tariff_parent_version_id else None
@@ -831,7 +831,7 @@ def simulate(context: Context, reference: str, start: date, end: date, actor: st
     refused: dict[str, int] = defaultdict(int)
     rerun = considered = 0
     versions: dict[int, VersionFile] = {}
-    for page in _pages(context, start, end, versions):
+    for page in stored_pages(context, start, end, versions):
         for settlement in page:
             considered += 1
             claim_in = ServiceClaimIn.model_validate_json(settlement.claim)
