@@ -21,8 +21,8 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     Service,
     cli_env,
     database_url,
-    free_port,
     pg_url,
+    serve_on_loopback,
     service,
 )
 
@@ -59,16 +59,7 @@ class SimulatorServer:
 
 def serve(app: ASGIApp) -> tuple[str, uvicorn.Server, threading.Thread]:
     """An ASGI app in a uvicorn server on a free loopback port, in this process: (url, server, thread)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the payer simulator did not start")
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}", server, thread
+    return serve_on_loopback(app, "the payer simulator")
 
 
 def start_simulator(simulator: PayerSimulator) -> SimulatorServer:

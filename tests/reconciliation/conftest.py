@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from settlement.bootstrap import build, prepare
 from tests.service.conftest import (  # noqa: F401 - fixtures shared with the service tests
     Clock,
     LiveServer,
@@ -20,6 +19,7 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     live,
     new_id_number,
     pg_url,
+    running_service,
     service,
     settings_for,
     start_server,
@@ -29,13 +29,8 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
 @pytest.fixture
 def files_service(database_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service whose payers file, inbox and reports folder are under the test's temporary folder."""
-    application = build(settings_for(database_url, tmp_path, inbox_dir=tmp_path / "inbox",
-                                     payers_file=tmp_path / "payers.yaml", reports_dir=tmp_path / "reports"))
-    clock = Clock()
-    application.context.clock = clock
-    prepare(application)
-    yield Service(application, clock, tmp_path)
-    application.dispose()
+    with running_service(database_url, tmp_path, payers_file=tmp_path / "payers.yaml") as running:
+        yield running
 
 
 @pytest.fixture

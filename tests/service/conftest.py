@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -65,21 +66,22 @@ def fresh_pg_url(pg_url: str) -> Iterator[str]:
     yield from scratch_database(f"{pg_url.rsplit('/', 1)[1]}_{secrets.token_hex(4)}")
 
 
+def _url_of(request: pytest.FixtureRequest, tmp_path: Path, postgres_fixture: str) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'settlement.sqlite3'}"
+    url: str = request.getfixturevalue(postgres_fixture)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Like database_url, but the PostgreSQL database is the test's own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'settlement.sqlite3'}"
-    url: str = request.getfixturevalue("fresh_pg_url")
-    return url
+    return _url_of(request, tmp_path, "fresh_pg_url")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'settlement.sqlite3'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
+    return _url_of(request, tmp_path, "pg_url")
 
 
 @dataclass
@@ -118,24 +120,31 @@ def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
     return Settings(**fields)
 
 
-def running_service(url: str, tmp: Path) -> Iterator[Service]:
-    application = build(settings_for(url, tmp))
+@contextmanager
+def running_service(url: str, tmp: Path, **overrides: Any) -> Iterator[Service]:
+    """An application built by the composition root on `url` (settings as `settings_for`), on a settable clock,
+    prepared as `serve` prepares it."""
+    application = build(settings_for(url, tmp, **overrides))
     clock = Clock()
     application.context.clock = clock
     prepare(application)
-    yield Service(application, clock, tmp)
-    application.dispose()
+    try:
+        yield Service(application, clock, tmp)
+    finally:
+        application.dispose()
 
 
 @pytest.fixture
 def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
-    yield from running_service(database_url, tmp_path)
+    with running_service(database_url, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 def own_service(own_database_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service on a database of its own: for tests that put tariff versions in force."""
-    yield from running_service(own_database_url, tmp_path)
+    with running_service(own_database_url, tmp_path) as running:
+        yield running
 
 
 def shipped_document(region: str = "611000", version: str = "2024-01-01") -> dict[str, Any]:
@@ -195,20 +204,24 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
 
-def start_server(application: Application) -> LiveServer:
-    """The app in a uvicorn server on a loopback port, in this process (so tests can set its clock)."""
+def serve_on_loopback(app: Any, what: str, **config: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """An ASGI app in a uvicorn server on a free loopback port, in this process: (url, server, thread)."""
     port = free_port()
-    config = uvicorn.Config(create_app(application), host="127.0.0.1", port=port, log_level="warning",
-                            limit_concurrency=1000, backlog=2048)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def start_server(application: Application) -> LiveServer:
+    """The app in a uvicorn server on a loopback port, in this process (so tests can set its clock)."""
+    return LiveServer(*serve_on_loopback(create_app(application), "the test server", limit_concurrency=1000,
+                                         backlog=2048))
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import pytest
 import yaml
 from sqlalchemy import func, select, text
 
-from settlement.bootstrap import build, prepare
 from settlement.db.models import Hospital, Reversal, Settlement
 from settlement.db.repositories import Repository
 from settlement.domain.accumulators import Accumulators
@@ -36,13 +35,12 @@ from settlement.wire.claims import ServiceClaimIn
 from settlement.wire.results import accumulators_json
 from tests.factories import TARIFFS
 from tests.service.conftest import (
-    Clock,
     LiveServer,
     Service,
     claim_body,
     import_roster_rows,
     new_id_number,
-    settings_for,
+    running_service,
     start_server,
 )
 from tests.service.naive import naive_lock_year
@@ -84,19 +82,13 @@ def capped_tariffs(dest: Path) -> Path:
 @contextmanager
 def running(url: str, tmp: Path, tariffs: Path) -> Iterator[tuple[Service, LiveServer]]:
     """A service on `url` with the tariffs of `tariffs`, served on loopback (as conftest's service and live)."""
-    # settings_for(url, tmp, tariffs_dir=...) raises TypeError (tariffs_dir is passed twice): override a copy.
-    settings = settings_for(url, tmp).model_copy(update={"tariffs_dir": tariffs})
-    application = build(settings)
-    clock = Clock()
-    application.context.clock = clock
-    prepare(application)
-    server = start_server(application)
-    try:
-        yield Service(application, clock, tmp), server
-    finally:
-        server.server.should_exit = True
-        server.thread.join(timeout=10)
-        application.engine.dispose()
+    with running_service(url, tmp, tariffs_dir=tariffs) as service:
+        server = start_server(service.app)
+        try:
+            yield service, server
+        finally:
+            server.server.should_exit = True
+            server.thread.join(timeout=10)
 
 
 @pytest.fixture

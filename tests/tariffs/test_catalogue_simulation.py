@@ -35,7 +35,6 @@ import yaml
 from sqlalchemy import bindparam, text
 from typer.testing import CliRunner, Result
 
-from settlement.bootstrap import build, prepare
 from settlement.cli.main import app as cli
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.money import ZERO, fmt, from_fen
@@ -51,14 +50,13 @@ from settlement.wire.claims import ServiceClaimIn
 from settlement.wire.requests import QuoteRequest, ReverseRequest, SettleRequest
 from tests.factories import TARIFFS
 from tests.service.conftest import (
-    Clock,
     Service,
     claim_body,
     import_roster_rows,
     new_id_number,
     point_cli_at,
     put_in_force,
-    settings_for,
+    running_service,
     shipped_document,
     start_server,
 )
@@ -462,12 +460,8 @@ def replay_service(tmp_path: Path) -> Iterator[Service]:
     """A second service on a SQLite database of its own: the month settled again with the draft in force."""
     folder = tmp_path / "replay"
     folder.mkdir()
-    application = build(settings_for(f"sqlite:///{folder / 'replay.sqlite3'}", folder))
-    clock = Clock()
-    application.context.clock = clock
-    prepare(application)
-    yield Service(application, clock, folder)
-    application.dispose()
+    with running_service(f"sqlite:///{folder / 'replay.sqlite3'}", folder) as replay:
+        yield replay
 
 
 def naive_basic_total(service: Service, draft_id: int, public_ids: list[str]) -> Decimal:

@@ -168,9 +168,6 @@ class Repository:
 
     # Tariff versions
 
-    def tariff_version_by_sha(self, sha256: str) -> TariffVersion | None:
-        return self.session.scalar(select(TariffVersion).where(TariffVersion.sha256 == sha256))
-
     def tariff_versions(self, statuses: Sequence[str] | None = None,
                         region: str | None = None) -> Sequence[TariffVersion]:
         query = select(TariffVersion).order_by(TariffVersion.region, TariffVersion.effective_from, TariffVersion.id)

@@ -47,8 +47,3 @@ class TariffSchedule:
     def store_of(self, rows: Sequence[TariffVersion], origin: str,
                  extra: Sequence[VersionFile] = ()) -> TariffStore:
         return TariffStore.of(origin, [version_of(row) for row in rows] + list(extra), self.shared_cache)
-
-    def forget(self) -> None:
-        """Drop the cached generation (tests that plant a change behind the schedule's back)."""
-        with self._lock:
-            self._current = (-1, self._current[1])

@@ -212,15 +212,24 @@ def show_version(context: Context, reference: str, *, actor: str | None = None) 
 # Importing
 
 
+def version_row(version: VersionFile, now: datetime, **life: Any) -> TariffVersion:
+    """A new row for a version: its document in canonical form and that form's hash, and its life so far."""
+    content = canonical_content(version.raw)
+    return TariffVersion(region=version.region, version=version.version,
+                         sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+                         effective_from=version.effective_from, effective_to=version.effective_to,
+                         inherits=version.inherits, content=content, loaded_at=now, **life)
+
+
 def _record_draft(context: Context, version: VersionFile, origin: str, actor: str, note: str | None,
                   based_on: int | None) -> dict[str, Any]:
-    content = canonical_content(version.raw)
-    sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
     now = context.clock()
+    row = version_row(version, now, status="draft", origin=origin[:256], based_on_id=based_on, created_by=actor,
+                      note=note)
     with context.uow() as tx:
         existing = tx.repo.tariff_version_by_label(version.region, version.version)
         if existing is not None:
-            if existing.sha256 != sha:
+            if existing.sha256 != row.sha256:
                 raise ServiceError(ServiceCode.TARIFF_VERSION_EXISTS,
                                    f"{version.label} is already recorded (id {existing.id}, {existing.status}) with "
                                    "other content; versions are never edited: give the new one a version name "
@@ -232,14 +241,10 @@ def _record_draft(context: Context, version: VersionFile, origin: str, actor: st
         problems = draft_problems(store, version)
         if problems:
             raise _rejected(origin, problems)
-        row = TariffVersion(region=version.region, version=version.version, sha256=sha,
-                            effective_from=version.effective_from, effective_to=version.effective_to,
-                            inherits=version.inherits, content=content, loaded_at=now, status="draft",
-                            origin=origin[:256], based_on_id=based_on, created_by=actor, note=note)
         tx.repo.add(row)
         tx.repo.flush()
         tx.repo.audit(now, actor, "tariff.import", "tariff_version", version.label, json.dumps(
-            {"id": row.id, "sha256": sha, "origin": origin, "effective_from": version.effective_from.isoformat(),
+            {"id": row.id, "sha256": row.sha256, "origin": origin, "effective_from": version.effective_from.isoformat(),
              "note": note}, ensure_ascii=False))
         view = version_view(row, store, today_in_shanghai(context))
         tx.commit()
@@ -602,15 +607,12 @@ def seed(context: Context, root: Path) -> list[str]:
     added = []
     with context.uow() as tx:
         tx.repo.lock_tariff_schedule(now)
+        if tx.repo.tariff_versions():  # another process seeded it meanwhile
+            return []
         for region in store.regions():
             for version in store.versions(region):
-                content = canonical_content(version.raw)
-                tx.repo.add(TariffVersion(
-                    region=version.region, version=version.version,
-                    sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
-                    effective_from=version.effective_from, effective_to=version.effective_to,
-                    inherits=version.inherits, content=content, loaded_at=now, status="active",
-                    origin=str(Path(version.origin).relative_to(root.parent))
+                tx.repo.add(version_row(
+                    version, now, status="active", origin=str(Path(version.origin).relative_to(root.parent))
                     if Path(version.origin).is_relative_to(root.parent) else version.origin,
                     created_by="system", approved_by="system", approved_at=now, activated_by="system",
                     activated_at=now, note="shipped with the engine, in force at installation"))
