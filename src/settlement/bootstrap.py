@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from settlement.config import Settings
 from settlement.db.engine import make_bookkeeping_engine, make_engine
 from settlement.db.migrate import upgrade
+from settlement.db.settling import settling_for
 from settlement.services import admin, tariffs
 from settlement.services.auth import Caller
 from settlement.services.context import Context
@@ -82,10 +83,12 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
                          lock_timeout_ms=settings.lock_timeout_ms)
     if migrate:
         upgrade(engine)
+    # No autoflush: the use cases flush where they need ids, which keeps round trips to the database few.
+    units_of_work = UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False, autoflush=False))
     context = Context(
-        # No autoflush: the use cases flush where they need ids, which keeps round trips to the database few.
-        uow=UnitOfWorkFactory(sessionmaker(engine, expire_on_commit=False, autoflush=False)),
+        uow=units_of_work,
         tariffs=TariffSchedule(),
+        settling=settling_for(engine, units_of_work),
         secret=secret_key(settings),
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,

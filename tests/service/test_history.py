@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from settlement.bootstrap import SYSTEM
 from settlement.db.repositories import Repository
@@ -153,14 +154,39 @@ def failing_audit(self: Repository, *args: Any) -> None:
     raise AuditFailed("the audit row could not be written")  # ... and is rolled back with the audit row
 
 
+REFUSE_SETTLEMENT_AUDIT = {
+    # A settlement writes its audit row in the same statement as everything else on PostgreSQL: the database
+    # itself is made to refuse that row.
+    "postgresql": ("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "RAISE EXCEPTION 'the audit row could not be written'; END $$",
+                   "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW "
+                   "WHEN (NEW.action = 'settlement.create') EXECUTE FUNCTION refuse_audit()"),
+    "sqlite": ("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log WHEN NEW.action = 'settlement.create' "
+               "BEGIN SELECT RAISE(ABORT, 'the audit row could not be written'); END",),
+}
+ALLOW_SETTLEMENT_AUDIT = {"postgresql": ("DROP TRIGGER refuse_audit ON audit_log", "DROP FUNCTION refuse_audit()"),
+                          "sqlite": ("DROP TRIGGER refuse_audit",)}
+
+
+def run_sql(service: Service, statements: tuple[str, ...]) -> None:
+    with service.app.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
 def test_a_change_whose_audit_row_fails_is_not_recorded(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     code, caller = hospital_caller(service)
     person = new_id_number()
     created = settle(service, caller, code, person, "T-1")
-    monkeypatch.setattr(Repository, "audit", failing_audit)
+    dialect = service.app.engine.dialect.name
     before = counts(service)
-    with pytest.raises(AuditFailed):
-        settle(service, caller, code, person, "T-2")
+    run_sql(service, REFUSE_SETTLEMENT_AUDIT[dialect])
+    try:
+        with pytest.raises(DBAPIError, match="the audit row could not be written"):
+            settle(service, caller, code, person, "T-2")
+    finally:
+        run_sql(service, ALLOW_SETTLEMENT_AUDIT[dialect])
+    monkeypatch.setattr(Repository, "audit", failing_audit)
     with pytest.raises(AuditFailed):
         reverse(service, caller, created["settlement_id"], "T-R1")
     with pytest.raises(AuditFailed):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 from settlement.bootstrap import Application, build, prepare
 from settlement.cli.main import app as cli
 from settlement.db.models import LedgerEntry, Settlement
-from settlement.db.repositories import Repository
+from settlement.db.repositories import Repository, VersionRow
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.money import from_fen
@@ -427,9 +427,9 @@ class FirstStoreForever(TariffSchedule):
         super().__init__()
         self.first: TariffStore | None = None
 
-    def current(self, repo: Repository, *, for_settlement: bool = False) -> TariffStore:
+    def at(self, generation: int, active_versions: Callable[[], Sequence[VersionRow]]) -> TariffStore:
         if self.first is None:
-            self.first = super().current(repo, for_settlement=for_settlement)
+            self.first = super().at(generation, active_versions)
         return self.first
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -73,8 +73,13 @@ def _statements(dialect: str) -> Statements:
         .where(Person.id_number == bindparam("p_id"), PersonCategory.valid_from <= bindparam("p_day"),
                or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= bindparam("p_day")))
         .order_by(PersonCategory.category),
+        # A settlement's record keeps no copy of its reply (an empty response): the settlement's own is the answer.
         answer=select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.status_code,
-                      IdempotencyRecord.response, IdempotencyRecord.operation)
+                      case((IdempotencyRecord.response == "", Settlement.result), else_=IdempotencyRecord.response),
+                      IdempotencyRecord.operation)
+        .outerjoin(Settlement, and_(IdempotencyRecord.response == "",
+                                    Settlement.hospital_id == IdempotencyRecord.hospital_id,
+                                    Settlement.transaction_id == IdempotencyRecord.key))
         .where(IdempotencyRecord.hospital_id == bindparam("p_hospital"), IdempotencyRecord.key == bindparam("p_key")),
         move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
         .values(admissions=years.c.admissions + bindparam("p_delta")),
@@ -101,6 +106,18 @@ class CategorySpan(NamedTuple):
     category: str
     valid_from: date
     valid_to: date | None
+
+
+class VersionRow(NamedTuple):
+    """An active tariff version as the schedule loads it."""
+
+    id: int
+    region: str
+    version: str
+    inherits: str | None
+    effective_from: date
+    effective_to: date | None
+    content: str
 
 
 class StoredAnswer(NamedTuple):
@@ -176,6 +193,10 @@ class Repository:
         if region is not None:
             query = query.where(TariffVersion.region == region)
         return self.session.scalars(query).all()
+
+    def active_version_rows(self) -> list[VersionRow]:
+        return [VersionRow(row.id, row.region, row.version, row.inherits, row.effective_from, row.effective_to,
+                           row.content) for row in self.tariff_versions(statuses=("active",))]
 
     def tariff_version(self, version_id: int, *, for_update: bool = False) -> TariffVersion | None:
         return self.session.get(TariffVersion, version_id, with_for_update=for_update)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
+from settlement.db.settling import Settling
 from settlement.services.tariff_schedule import TariffSchedule
 from settlement.services.uow import UnitOfWorkFactory
 
@@ -19,6 +20,7 @@ class Context:
     tariffs: TariffSchedule  # the versions in force, as the database says
     secret: bytes
     clock: Callable[[], datetime]
+    settling: Settling  # a settlement's own transaction (settlement.db.settling)
     quote_ttl_seconds: int = 15 * 60
     # Stand-alone bookkeeping rows (nonces, envelope log): statements that commit alone, without waiting for the
     # disk, where the database offers it (see settlement.db.engine.make_bookkeeping_engine); else `uow`.

@@ -22,8 +22,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal, Settlement
+from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal
 from settlement.db.repositories import Repository, StoredAnswer, YearFigures
+from settlement.db.settling import Opened, SettlementKey, SettlementRows
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import SettlementError
@@ -42,8 +43,6 @@ from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest
 from settlement.wire.results import accumulators_json, settlement_json
 
 log = logging.getLogger("settlement.service")
-SETTLEMENTS = cast(Table, Settlement.__table__)
-LEDGER = cast(Table, LedgerEntry.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
 T = TypeVar("T")
 RETRIES = 3
@@ -117,14 +116,16 @@ class SettlementService:
             raise ServiceError(ServiceCode.FORBIDDEN, "only a hospital's key may quote, settle or reverse")
         return caller.hospital_id
 
-    def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn, *,
-               for_settlement: bool) -> tuple[Claim, ResolvedTariff]:
+    @staticmethod
+    def _same_hospital(caller: Caller, claim_in: ServiceClaimIn) -> None:
         if (claim_in.hospital.code, claim_in.hospital.level) != (caller.hospital_code, caller.hospital_level):
             raise ServiceError(ServiceCode.HOSPITAL_MISMATCH,
                                f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
                                f"your key is for {caller.hospital_code} ({caller.hospital_level})")
-        # The versions in force as of this transaction (a settlement also holds the schedule's shared lock).
-        tariffs = self.ctx.tariffs.current(repo, for_settlement=for_settlement)
+
+    def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
+        self._same_hospital(caller, claim_in)
+        tariffs = self.ctx.tariffs.current(repo)  # the versions in force as of this transaction
         # Categories come from the roster on the settlement date, never from the hospital.
         settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
             if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
@@ -203,7 +204,7 @@ class SettlementService:
         """Compute as settle would; record nothing. The quote id lets settle confirm nothing changed."""
         hospital_id = self._hospital_id(caller)
         with self.ctx.uow() as tx:  # read only: rolled back at the end
-            claim, resolved = self._claim(tx.repo, caller, request.claim, for_settlement=False)
+            claim, resolved = self._claim(tx.repo, caller, request.claim)
             figures = tx.repo.read_year(claim.patient.id_number, claim.insurance_year)
             computed = settle(claim, resolved.tariff, accumulators_from(figures, claim.insurance_year))
         now = self.ctx.clock()
@@ -216,37 +217,46 @@ class SettlementService:
 
     def settle(self, caller: Caller, request: SettleRequest) -> Reply:
         hospital_id = self._hospital_id(caller)
+        claim_in = request.claim
         key = request.transaction_id
         dumped = request.model_dump(mode="json")
         request_hash = canonical_hash("settle", dumped)
+        visit = claim_in.visit
+        settled_on = visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
+        # The insurance year is the discharge date's (domain.claim.Claim.insurance_year).
+        locked = SettlementKey(hospital_id, key, claim_in.patient.id_number, visit.discharge_date.year, settled_on)
 
         def attempt() -> Reply:
-            with self.ctx.uow() as tx:
-                repo = tx.repo
-                claim, resolved = self._claim(repo, caller, request.claim, for_settlement=True)
-                id_number, year = claim.patient.id_number, claim.insurance_year
-                figures = repo.lock_year(id_number, year)
-                # Checked under the person's lock: a concurrent retry of the same key has committed or not yet
-                # begun, so exactly one of them settles.
-                existing = repo.idempotency_record(hospital_id, key)
-                if existing is not None:
-                    return self._replay(existing, request_hash)
-                computed = settle(claim, resolved.tariff, accumulators_from(figures, year))
+            self._same_hospital(caller, claim_in)  # a refusal kept under the key, like every business failure
+            # Locks first (the schedule's shared lock, then the person's year), then everything is read: a
+            # concurrent retry of the same key has committed or not yet begun, so exactly one of them settles.
+            with self.ctx.settling.begin(locked) as tx:
+                opened: Opened = tx.opened
+                if opened.answer is not None:
+                    return self._replay(opened.answer, request_hash)
+                tariffs = self.ctx.tariffs.at(opened.generation, tx.active_versions)
+                # Categories come from the roster on the settlement date, never from the hospital.
+                claim = claim_in.build(claim_in.patient, opened.categories)
+                resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
+                year = claim.insurance_year
+                assert year == locked.insurance_year, "the year locked is the claim's insurance year"
+                computed = settle(claim, resolved.tariff, accumulators_from(opened.figures, year))
                 now = self.ctx.clock()
                 if request.quote_id is not None:
                     quoted = quotes.verify(request.quote_id, self.ctx.secret)
-                    quotes.compare(quoted, self._basis(hospital_id, request.claim, computed, figures,
+                    quotes.compare(quoted, self._basis(hospital_id, claim_in, computed, opened.figures,
                                                        quoted.expires_at), int(now.timestamp()))
-                reply = self._record(repo, hospital_id, request, dumped["claim"], request_hash, claim, resolved,
-                                     computed, now)
+                rows, reply = self._rows(hospital_id, request, dumped["claim"], request_hash, claim, resolved,
+                                         computed, now)
+                tx.record(rows)
                 tx.commit()
-                return reply
+            return reply
 
         return self._idempotent(attempt, hospital_id, key, "settle", request_hash)
 
-    def _record(self, repo: Repository, hospital_id: int, request: SettleRequest, claim_json: Any,
-                request_hash: str, claim: Claim, resolved: ResolvedTariff, computed: Computed,
-                now: datetime) -> Reply:
+    def _rows(self, hospital_id: int, request: SettleRequest, claim_json: Any, request_hash: str, claim: Claim,
+              resolved: ResolvedTariff, computed: Computed, now: datetime) -> tuple[SettlementRows, Reply]:
+        """What a settlement records, and the reply it gives (stored once, as the settlement's result)."""
         dec = computed.decomposition
         before, after = computed.accumulators_before, computed.accumulators_after
         public_id = f"ST{now.astimezone(SHANGHAI):%Y%m%d}{_IDS.getrandbits(48):012X}"
@@ -260,37 +270,32 @@ class SettlementService:
             **settlement_json(computed),
         }
         text = dumps(body)
-        id_number, year = claim.patient.id_number, claim.insurance_year
-        admissions = after.admissions - before.admissions
-        settlement_id = repo.insert_returning_id(SETTLEMENTS, {
-            "public_id": public_id, "hospital_id": hospital_id, "transaction_id": request.transaction_id,
-            "id_number": id_number, "insurance_year": year, "visit_id": claim.visit.id,
-            "visit_type": claim.visit.type, "settled_at": claim.visit.settled_at, "created_at": now,
-            "tariff_version_id": resolved.version.id, "tariff_sha256": computed.tariff.sha256,
-            "tariff_parent_version_id": resolved.parent.id if resolved.parent is not None else None,
-            "total_fen": to_fen(dec.total), "out_of_catalogue_fen": to_fen(dec.out_of_catalogue),
-            "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
-            "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
-            "admissions": admissions, "categories": json.dumps(list(claim.patient.categories)),
-            "accumulators_before": dumps(accumulators_json(before)),
-            "claim": dumps(claim_json), "result": text,
-        })
+        id_number = claim.patient.id_number
         movements = movements_of(computed)
-        repo.insert_many(LEDGER, [
-            {"settlement_id": settlement_id, "hospital_id": hospital_id, "id_number": id_number,
-             "insurance_year": year, "fund": fund, "paid_fen": paid, "deductible_fen": deductible,
-             "cumulative_fen": cumulative, "created_at": now}
-            for fund, (paid, deductible, cumulative) in movements.items()])
-        repo.move_year(id_number, year, admissions, movements)
-        repo.insert_many(IDEMPOTENCY, [{
-            "hospital_id": hospital_id, "key": request.transaction_id, "operation": "settle",
-            "request_hash": request_hash, "status_code": 201,
-            "response": text, "created_at": now}])
-        repo.audit(now, f"hospital:{hospital_id}", "settlement.create", "settlement", public_id, dumps({
-            "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
-            "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
-            "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}))
-        return Reply(201, text, data=body)
+        rows = SettlementRows(
+            settlement={
+                "public_id": public_id, "hospital_id": hospital_id, "transaction_id": request.transaction_id,
+                "id_number": id_number, "insurance_year": claim.insurance_year, "visit_id": claim.visit.id,
+                "visit_type": claim.visit.type, "settled_at": claim.visit.settled_at, "created_at": now,
+                "tariff_version_id": resolved.version.id, "tariff_sha256": computed.tariff.sha256,
+                "tariff_parent_version_id": resolved.parent.id if resolved.parent is not None else None,
+                "total_fen": to_fen(dec.total), "out_of_catalogue_fen": to_fen(dec.out_of_catalogue),
+                "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
+                "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
+                "admissions": after.admissions - before.admissions,
+                "categories": json.dumps(list(claim.patient.categories)),
+                "accumulators_before": dumps(accumulators_json(before)),
+                "claim": dumps(claim_json), "result": text,
+            },
+            movements=movements,
+            request_hash=request_hash,
+            actor=f"hospital:{hospital_id}",
+            audit_details=dumps({
+                "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
+                "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
+                "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}),
+        )
+        return rows, Reply(201, text, data=body)
 
     def reverse(self, caller: Caller, settlement_id: str, request: ReverseRequest) -> Reply:
         """A full reversal: negative entries linked to the originals; the year figures are restored."""

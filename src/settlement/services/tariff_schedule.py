@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from settlement.db.models import TariffVersion
-from settlement.db.repositories import Repository
+from settlement.db.repositories import Repository, VersionRow
 from settlement.tariffstore.store import ResolvedTariff, TariffStore, VersionFile
 
 
-def version_of(row: TariffVersion) -> VersionFile:
+def version_of(row: TariffVersion | VersionRow) -> VersionFile:
     return VersionFile(f"tariff version {row.id} ({row.region}/{row.version})", row.region, row.version,
                        row.inherits, row.effective_from, row.effective_to, json.loads(row.content), row.id)
 
@@ -33,17 +33,20 @@ class TariffSchedule:
     def current(self, repo: Repository, *, for_settlement: bool = False) -> TariffStore:
         """The active versions as of this transaction. `for_settlement` also takes the shared schedule lock, held
         until the transaction ends, so that no activation commits between this read and the settlement's."""
-        generation = repo.tariff_generation(shared_lock=for_settlement)
+        return self.at(repo.tariff_generation(shared_lock=for_settlement), repo.active_version_rows)
+
+    def at(self, generation: int, active_versions: Callable[[], Sequence[VersionRow]]) -> TariffStore:
+        """The versions of `generation`, read by the caller's transaction; `active_versions` reads them (in that
+        same transaction) only when this process has not loaded that generation yet."""
         cached_generation, store = self._current
         if generation == cached_generation:
             return store
-        # Read in this transaction: the versions of exactly this generation.
-        store = self.store_of(repo.tariff_versions(statuses=("active",)), "the database")
+        store = self.store_of(active_versions(), "the database")
         with self._lock:
             if generation > self._current[0]:
                 self._current = (generation, store)
         return store
 
-    def store_of(self, rows: Sequence[TariffVersion], origin: str,
+    def store_of(self, rows: Sequence[TariffVersion | VersionRow], origin: str,
                  extra: Sequence[VersionFile] = ()) -> TariffStore:
         return TariffStore.of(origin, [version_of(row) for row in rows] + list(extra), self.shared_cache)

@@ -1,0 +1,294 @@
+"""A settlement's own transaction: lock the person's year, read what the computation needs, write what it made.
+
+Both implementations keep the same promises (docs/reliability.md): the schedule's shared lock and the person's
+year lock are taken before anything is read, so the figures, the roster categories, the tariff generation and
+the key's stored answer are those left by the last settlement of that person to commit; everything written
+commits together or not at all.
+
+- `PipelinedSettling` (PostgreSQL) runs on one pooled connection in pipeline mode, in two round trips:
+  [BEGIN, lock, read] and [write, COMMIT]. The lock and the read are two statements sent together: the read's
+  snapshot is taken when it starts, after the lock was granted (READ COMMITTED), so it sees what the previous
+  holder committed. Everything the settlement writes (the settlement, its ledger entries, the year figures, the
+  key's record, the audit row) is one statement with data-modifying CTEs. The key's record points at the
+  settlement's stored reply instead of holding a second copy of it.
+- `SessionSettling` (SQLite, and any other engine) runs the same steps statement by statement on the unit of
+  work's session; SQLite's BEGIN IMMEDIATE holds the whole database from the first statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, NamedTuple, Protocol, cast
+
+import psycopg
+from sqlalchemy import Engine, Table
+from sqlalchemy.exc import DBAPIError
+
+from settlement.db.models import IdempotencyRecord, LedgerEntry, Settlement
+from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, StoredAnswer, VersionRow, YearFigures
+
+SETTLEMENTS = cast(Table, Settlement.__table__)
+LEDGER = cast(Table, LedgerEntry.__table__)
+IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
+# The use cases' unit of work (settlement.services.uow): a context manager whose `repo` and `commit()` are used.
+UnitOfWorks = Callable[[], AbstractContextManager[Any]]
+
+
+class SettlementKey(NamedTuple):
+    """What a settlement's transaction locks and reads before anything is computed."""
+
+    hospital_id: int
+    transaction_id: str
+    id_number: str
+    insurance_year: int
+    settled_on: date  # the roster's categories are those in force on this day (Asia/Shanghai)
+
+
+class Opened(NamedTuple):
+    generation: int  # the tariff schedule's, under its shared lock
+    figures: YearFigures  # the person's year, under its lock
+    categories: tuple[str, ...]  # the roster's, on the settlement date
+    answer: StoredAnswer | None  # what the key already answered, if it was used
+
+
+@dataclass(frozen=True)
+class SettlementRows:
+    """Everything a settlement records, as values: written by one statement (PostgreSQL) or several."""
+
+    settlement: dict[str, Any]  # the settlements row, column by column (its `result` is the key's answer)
+    movements: dict[str, tuple[int, int, int]]  # per fund: (paid, deductible used, cumulative base) in fen
+    request_hash: str
+    actor: str
+    audit_details: str  # JSON, personal data masked
+
+
+class SettlementTransaction(Protocol):
+    opened: Opened
+
+    def active_versions(self) -> Sequence[VersionRow]:
+        """The tariff versions in force, read in this transaction (when the generation moved)."""
+
+    def record(self, rows: SettlementRows) -> None: ...
+
+    def commit(self) -> None:
+        """Commit when the block ends; a failure of any write is raised from the block instead of a reply."""
+
+
+class Settling(Protocol):
+    def begin(self, key: SettlementKey) -> Any:  # a context manager yielding a SettlementTransaction
+        ...
+
+
+# Statement by statement, on the unit of work's session
+
+
+class _SessionTransaction:
+    def __init__(self, unit: Any, opened: Opened) -> None:
+        self.unit = unit
+        self.opened = opened
+
+    def active_versions(self) -> Sequence[VersionRow]:
+        rows: Sequence[VersionRow] = self.unit.repo.active_version_rows()
+        return rows
+
+    def record(self, rows: SettlementRows) -> None:
+        repo = self.unit.repo
+        values = rows.settlement
+        settlement_id = repo.insert_returning_id(SETTLEMENTS, values)
+        common = {"settlement_id": settlement_id, "hospital_id": values["hospital_id"],
+                  "id_number": values["id_number"], "insurance_year": values["insurance_year"],
+                  "created_at": values["created_at"]}
+        repo.insert_many(LEDGER, [
+            {**common, "fund": fund, "paid_fen": paid, "deductible_fen": deductible, "cumulative_fen": cumulative}
+            for fund, (paid, deductible, cumulative) in rows.movements.items()])
+        repo.move_year(values["id_number"], values["insurance_year"], values["admissions"], rows.movements)
+        repo.insert_many(IDEMPOTENCY, [{
+            "hospital_id": values["hospital_id"], "key": values["transaction_id"], "operation": "settle",
+            "request_hash": rows.request_hash, "status_code": 201, "response": "",
+            "created_at": values["created_at"]}])
+        repo.audit(values["created_at"], rows.actor, "settlement.create", "settlement", values["public_id"],
+                   rows.audit_details)
+
+    def commit(self) -> None:
+        self.unit.commit()
+
+
+class SessionSettling:
+    def __init__(self, uow: UnitOfWorks) -> None:
+        self.uow = uow
+
+    @contextmanager
+    def begin(self, key: SettlementKey) -> Iterator[_SessionTransaction]:
+        with self.uow() as unit:
+            repo = unit.repo
+            generation = repo.tariff_generation(shared_lock=True)
+            figures = repo.lock_year(key.id_number, key.insurance_year)
+            categories = tuple(span.category for span in repo.categories_on(key.id_number, key.settled_on))
+            answer = repo.idempotency_record(key.hospital_id, key.transaction_id)
+            yield _SessionTransaction(unit, Opened(generation, figures, categories, answer))
+
+
+# PostgreSQL: two round trips in pipeline mode
+
+# The schedule's shared lock, then the person's year: created on first use; the no-op update takes the row lock.
+LOCK_YEAR = """
+INSERT INTO person_years (id_number, year, admissions)
+SELECT %(id_number)s, %(year)s, 0 FROM (SELECT pg_advisory_xact_lock_shared(%(schedule_lock)s)) AS schedule
+ON CONFLICT (id_number, year) DO UPDATE SET admissions = person_years.admissions
+RETURNING admissions
+"""
+
+READ = """
+SELECT (SELECT generation FROM tariff_schedule WHERE id = 1),
+       funds.names, funds.paid, funds.deductible, funds.cumulative,
+       ARRAY(SELECT category.category FROM person_categories AS category
+             JOIN persons AS person ON person.id = category.person_id
+             WHERE person.id_number = %(id_number)s AND category.valid_from <= %(day)s
+               AND (category.valid_to IS NULL OR category.valid_to >= %(day)s)
+             ORDER BY category.category),
+       answer.key, answer.request_hash, answer.status_code, answer.response, answer.operation
+FROM (SELECT array_agg(fund ORDER BY fund) AS names, array_agg(paid_fen ORDER BY fund) AS paid,
+             array_agg(deductible_fen ORDER BY fund) AS deductible,
+             array_agg(cumulative_fen ORDER BY fund) AS cumulative
+      FROM fund_years WHERE id_number = %(id_number)s AND year = %(year)s) AS funds
+LEFT JOIN LATERAL (
+    SELECT record.key, record.request_hash, record.status_code,
+           CASE WHEN record.response = '' THEN settlement.result ELSE record.response END AS response,
+           record.operation
+    FROM idempotency_records AS record
+    LEFT JOIN settlements AS settlement ON record.response = '' AND settlement.hospital_id = record.hospital_id
+         AND settlement.transaction_id = record.key
+    WHERE record.hospital_id = %(hospital_id)s AND record.key = %(key)s) AS answer ON true
+"""
+
+WRITE = """
+WITH settlement AS (
+    INSERT INTO settlements (public_id, hospital_id, transaction_id, id_number, insurance_year, visit_id, visit_type,
+        settled_at, created_at, tariff_version_id, tariff_sha256, tariff_parent_version_id, total_fen,
+        out_of_catalogue_fen, over_price_limit_fen, pre_self_pay_fen, in_scope_fen, patient_fen, admissions,
+        categories, accumulators_before, claim, result)
+    VALUES (%(public_id)s, %(hospital_id)s, %(transaction_id)s, %(id_number)s, %(insurance_year)s, %(visit_id)s,
+        %(visit_type)s, %(settled_at)s, %(created_at)s, %(tariff_version_id)s, %(tariff_sha256)s,
+        %(tariff_parent_version_id)s, %(total_fen)s, %(out_of_catalogue_fen)s, %(over_price_limit_fen)s,
+        %(pre_self_pay_fen)s, %(in_scope_fen)s, %(patient_fen)s, %(admissions)s, %(categories)s,
+        %(accumulators_before)s, %(claim)s, %(result)s)
+    RETURNING id
+), moved AS (
+    SELECT * FROM unnest(%(funds)s::text[], %(paid)s::bigint[], %(deductible)s::bigint[], %(cumulative)s::bigint[])
+        WITH ORDINALITY AS moved (fund, paid, deductible, cumulative, position)
+), entries AS (
+    INSERT INTO ledger_entries (settlement_id, hospital_id, id_number, insurance_year, fund, paid_fen,
+        deductible_fen, cumulative_fen, created_at)
+    SELECT settlement.id, %(hospital_id)s, %(id_number)s, %(insurance_year)s, moved.fund, moved.paid,
+        moved.deductible, moved.cumulative, %(created_at)s
+    FROM settlement CROSS JOIN moved ORDER BY moved.position
+), stays AS (
+    UPDATE person_years SET admissions = admissions + %(admissions)s
+    WHERE id_number = %(id_number)s AND year = %(insurance_year)s AND %(admissions)s <> 0
+), funds AS (
+    INSERT INTO fund_years AS year (id_number, year, fund, paid_fen, deductible_fen, cumulative_fen)
+    SELECT %(id_number)s, %(insurance_year)s, moved.fund, moved.paid, moved.deductible, moved.cumulative FROM moved
+    ON CONFLICT (id_number, year, fund) DO UPDATE SET paid_fen = year.paid_fen + excluded.paid_fen,
+        deductible_fen = year.deductible_fen + excluded.deductible_fen,
+        cumulative_fen = year.cumulative_fen + excluded.cumulative_fen
+), answer AS (
+    INSERT INTO idempotency_records (hospital_id, key, operation, request_hash, status_code, response, created_at)
+    VALUES (%(hospital_id)s, %(transaction_id)s, 'settle', %(request_hash)s, 201, '', %(created_at)s)
+)
+INSERT INTO audit_log (at, actor, action, entity, entity_id, details)
+VALUES (%(created_at)s, %(actor)s, 'settlement.create', 'settlement', %(public_id)s, %(audit_details)s)
+"""
+
+ACTIVE_VERSIONS = """
+SELECT id, region, version, inherits, effective_from, effective_to, content FROM tariff_versions
+WHERE status = 'active' ORDER BY region, effective_from, id
+"""
+
+
+class _PipelinedTransaction:
+    def __init__(self, connection: psycopg.Connection[Any], opened: Opened) -> None:
+        self.connection = connection
+        self.opened = opened
+        self.committed = False
+
+    def active_versions(self) -> Sequence[VersionRow]:
+        return [VersionRow(*row) for row in self.connection.execute(ACTIVE_VERSIONS).fetchall()]
+
+    def record(self, rows: SettlementRows) -> None:
+        funds = list(rows.movements)
+        moved = list(rows.movements.values())
+        self.connection.execute(WRITE, {
+            **rows.settlement, "funds": funds, "paid": [m[0] for m in moved],
+            "deductible": [m[1] for m in moved], "cumulative": [m[2] for m in moved],
+            "request_hash": rows.request_hash, "actor": rows.actor, "audit_details": rows.audit_details})
+
+    def commit(self) -> None:
+        self.connection.execute("COMMIT")  # sent with the write when the block ends
+        self.committed = True
+
+
+class PipelinedSettling:
+    """PostgreSQL: a settlement's transaction in two round trips (see the module's docstring)."""
+
+    lock_year = LOCK_YEAR  # tests replace it with a naive read to show that the concurrency checks can fail
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def begin(self, key: SettlementKey) -> Iterator[_PipelinedTransaction]:
+        pooled = self.engine.raw_connection()
+        connection = cast(psycopg.Connection[Any], pooled.driver_connection)
+        try:
+            # Autocommit, so that BEGIN and COMMIT are statements of ours, sent with the others instead of alone.
+            connection.autocommit = True
+            with connection.pipeline():
+                connection.execute("BEGIN")
+                locked = connection.execute(self.lock_year, {
+                    "id_number": key.id_number, "year": key.insurance_year, "schedule_lock": TARIFF_SCHEDULE_LOCK})
+                read = connection.execute(READ, {
+                    "id_number": key.id_number, "year": key.insurance_year, "day": key.settled_on,
+                    "hospital_id": key.hospital_id, "key": key.transaction_id})
+                admissions = cast(tuple[int], locked.fetchone())[0]
+                row = cast(tuple[Any, ...], read.fetchone())
+                generation, names, paid, deductible, cumulative, categories = row[:6]
+                funds = {fund: (p, d, c) for fund, p, d, c in zip(names or (), paid or (), deductible or (),
+                                                                  cumulative or (), strict=True)}
+                answer = StoredAnswer(*row[6:]) if row[6] is not None else None
+                transaction = _PipelinedTransaction(connection, Opened(
+                    int(generation), YearFigures(int(admissions), funds), tuple(categories), answer))
+                try:
+                    yield transaction
+                finally:
+                    if not transaction.committed:
+                        connection.execute("ROLLBACK")
+            # Leaving the pipeline sent what was queued and raised the first failure, if any.
+        except psycopg.Error as error:
+            if connection.info.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN:
+                _roll_back(connection)
+            if self.engine.dialect.is_disconnect(cast(Any, error), pooled, None):
+                pooled.invalidate(error)
+            raise DBAPIError.instance(None, None, error, psycopg.Error, hide_parameters=True) from None
+        finally:
+            if not connection.closed and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                connection.autocommit = False
+            pooled.close()
+
+
+def _roll_back(connection: psycopg.Connection[Any]) -> None:
+    """After a failed write the transaction is aborted (its COMMIT was skipped): end it before the connection
+    goes back to the pool."""
+    try:
+        if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            connection.execute("ROLLBACK")
+    except psycopg.Error:
+        connection.close()  # the pool replaces a connection it finds closed
+
+
+def settling_for(engine: Engine, uow: UnitOfWorks) -> Settling:
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return PipelinedSettling(engine)
+    return SessionSettling(uow)
