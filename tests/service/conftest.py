@@ -141,6 +141,13 @@ def service(database_url: str, tmp_path: Path) -> Iterator[Service]:
 
 
 @pytest.fixture
+def pg_service(fresh_pg_url: str, tmp_path: Path) -> Iterator[Service]:
+    """A service on a PostgreSQL database of its own, for what only PostgreSQL has (or what a test may break)."""
+    with running_service(fresh_pg_url, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
 def own_service(own_database_url: str, tmp_path: Path) -> Iterator[Service]:
     """A service on a database of its own: for tests that put tariff versions in force."""
     with running_service(own_database_url, tmp_path) as running:

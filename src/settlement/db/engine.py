@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
+
+# A pooled connection idle for longer than this is pinged before it is handed out (one round trip); one in steady
+# use is not. A connection that died while in use fails its next statement instead: SQLAlchemy then replaces
+# every connection of the pool, and settlements, reversals and cancellations retry once more on a new one.
+PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -> Engine:
@@ -17,9 +24,22 @@ def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -
         parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         hide_parameters=True,  # SQL errors would otherwise print ID numbers and names into logs
     )
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_after_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_from = record.info.get("idle_from")
+        if idle_from is None or time.monotonic() - idle_from < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError("a pooled connection no longer answers") from error  # the pool reconnects
 
     @event.listens_for(engine, "connect")
     def _session_settings(dbapi_connection: Any, _record: Any) -> None:

@@ -270,7 +270,10 @@ class PipelinedSettling:
             if connection.info.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN:
                 _roll_back(connection)
             if self.engine.dialect.is_disconnect(cast(Any, error), pooled, None):
+                # As SQLAlchemy does for its own connections: when one is found dead, the others of the pool
+                # (likely dead too, after a restart) are replaced as they come back, not tried one by one.
                 pooled.invalidate(error)
+                self.engine.dispose(close=False)
             raise DBAPIError.instance(None, None, error, psycopg.Error, hide_parameters=True) from None
         finally:
             if not connection.closed and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar, cast
 
+import orjson
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -68,13 +69,25 @@ class Reply:
         return parsed
 
 
+# orjson writes the very bytes json.dumps(ensure_ascii=False, separators=(",", ":")) writes for these values
+# (tests/unit/test_json_text.py), several times faster; str-enum keys (trace inputs) are written as their value.
+_ORJSON = orjson.OPT_NON_STR_KEYS
+
+
 def canonical_hash(operation: str, payload: Any) -> str:
-    text = json.dumps([operation, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        data = orjson.dumps([operation, payload], option=_ORJSON | orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson refuses (a lone surrogate, an integer over 64 bits) is hashed as before
+        data = json.dumps([operation, payload], sort_keys=True, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
-def dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+def dumps(body: Any) -> str:
+    try:
+        return orjson.dumps(body, option=_ORJSON).decode("utf-8")
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def accumulators_from(figures: YearFigures, year: int) -> Accumulators:
@@ -283,7 +296,7 @@ class SettlementService:
                 "over_price_limit_fen": to_fen(dec.over_price_limit), "pre_self_pay_fen": to_fen(dec.pre_self_pay),
                 "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
                 "admissions": after.admissions - before.admissions,
-                "categories": json.dumps(list(claim.patient.categories)),
+                "categories": json.dumps(list(claim.patient.categories)),  # ASCII-escaped, as always
                 "accumulators_before": dumps(accumulators_json(before)),
                 "claim": dumps(claim_json), "result": text,
             },
