@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from settlement.api.asgi import freeze_startup_heap
 from settlement.db.engine import make_engine
 
 DDL = ("CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
@@ -32,4 +33,5 @@ def create() -> FastAPI:
                                 "c": datetime.now(UTC)})
         return {"status": "ok"}
 
+    freeze_startup_heap()  # as the service's workers do
     return app

@@ -1,6 +1,6 @@
 """A deliberately naive year lock, kept so that the concurrency checks are shown to fail without the real one.
 
-`NAIVE_LOCK_YEAR` stands in for PipelinedSettling.lock_year (the PostgreSQL settlement transaction's first
+`NAIVE_LOCK_YEAR` stands in for PostgresStatements.lock_year (the PostgreSQL settlement transaction's first
 statement) but takes no lock: it creates the person's year row if needed and reads it as a display would (read,
 compute, write). A test patches it in for one race and asserts that the cap and ledger checks then break.
 """

@@ -27,7 +27,7 @@ import yaml
 from sqlalchemy import func, select, text
 
 from settlement.db.models import Hospital, Reversal, Settlement
-from settlement.db.settling import PipelinedSettling
+from settlement.db.settling import PostgresStatements
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.money import ZERO, fmt, from_fen
 from settlement.domain.settle import settle
@@ -311,7 +311,7 @@ def test_naive_read_compute_write_breaks_the_cap(capped_pg: tuple[Service, LiveS
     """The check above can fail: without the year lock (read, compute, write) the same race on PostgreSQL pays
     over the cap or leaves year figures that are not the sum of the ledger."""
     service, live = capped_pg
-    monkeypatch.setattr(PipelinedSettling, "lock_year", NAIVE_LOCK_YEAR)
+    monkeypatch.setattr(PostgresStatements, "lock_year", NAIVE_LOCK_YEAR)
     key, person, replies = cap_race(service, live, 200, "800.00")
     monkeypatch.undo()
     problems = cap_problems(service, live, key, person, replies)

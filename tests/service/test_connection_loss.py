@@ -4,8 +4,12 @@ new connection; nothing is lost or paid twice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -16,7 +20,7 @@ from settlement.services.auth import Caller, authenticate
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.settlements import SettlementService
 from settlement.wire.requests import SettleRequest
-from tests.service.conftest import Service, claim_body, new_id_number
+from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, start_server
 
 
 def kill_connections(service: Service) -> None:
@@ -48,9 +52,11 @@ def settle(service: Service, caller: Caller, request: SettleRequest) -> int:
 
 
 def settlement_count(service: Service, key: str) -> int:
-    with service.app.engine.connect() as connection:
-        return int(connection.execute(text("SELECT count(*) FROM settlements WHERE transaction_id = :k"),
-                                      {"k": key}).scalar_one())
+    """Counted on a connection of its own (the service's pools may hold dead connections still)."""
+    with psycopg.connect(service.app.settings.database_url) as connection:
+        row = connection.execute("SELECT count(*) FROM settlements WHERE transaction_id = %s", (key,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_a_connection_killed_while_idle_is_pinged_and_replaced(pg_service: Service,
@@ -91,3 +97,70 @@ def test_without_the_retry_a_killed_connection_fails_the_call_and_records_nothin
     assert settlement_count(pg_service, "ONCE-2") == 0
     assert settle(pg_service, caller, retried) == 201  # the caller's retry, same key and body
     assert settlement_count(pg_service, "ONCE-2") == 1
+
+
+# The same over HTTP: the service settles on its event loop, with a pool of asyncio connections of its own.
+
+
+@pytest.fixture
+def pg_live(pg_service: Service) -> Iterator[LiveServer]:
+    running = start_server(pg_service.app)
+    yield running
+    running.server.should_exit = True
+    running.thread.join(timeout=10)
+
+
+def bill(code: str, transaction_id: str) -> dict[str, Any]:
+    return {"transaction_id": transaction_id, "claim": claim_body(code, "county", new_id_number())}
+
+
+def post(live: LiveServer, key: str, body: dict[str, Any]) -> httpx.Response:
+    with live.client(key) as client:
+        return client.post("/v1/settlements", json=body)
+
+
+def warm(live: LiveServer, key: str, code: str, count: int) -> None:
+    """Several settlements at once, so that the service's pool holds several connections."""
+    with ThreadPoolExecutor(count) as pool:
+        replies = list(pool.map(lambda n: post(live, key, bill(code, f"WARM-{n}")), range(count)))
+    assert [reply.status_code for reply in replies] == [201] * count
+
+
+def test_over_http_connections_killed_in_use_cost_a_retry_not_the_settlement(
+        pg_service: Service, pg_live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, key = pg_service.hospital()
+    warm(pg_live, key, code, 6)  # more dead connections than attempts: the first failure must replace them all
+    monkeypatch.setattr(engines, "PING_AFTER_IDLE_SECONDS", 3600.0)  # no ping: as under load
+    kill_connections(pg_service)
+    body = bill(code, "HTTP-1")
+    assert post(pg_live, key, body).status_code == 201
+    again = post(pg_live, key, body)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true", again.text
+    assert settlement_count(pg_service, "HTTP-1") == 1
+
+
+def test_over_http_an_idle_connection_is_pinged_before_use(pg_service: Service, pg_live: LiveServer,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    code, key = pg_service.hospital()
+    warm(pg_live, key, code, 3)
+    kill_connections(pg_service)
+    monkeypatch.setattr(engines, "PING_AFTER_IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(settlements, "RETRIES", 1)  # the ping alone must save it
+    assert post(pg_live, key, bill(code, "PING-1")).status_code == 201
+
+
+def test_over_http_without_the_retry_the_call_fails_with_503_and_records_nothing(
+        pg_service: Service, pg_live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control of the two tests above: no ping, a single attempt: the dead connection's failure reaches the
+    caller as 503 DATABASE_BUSY, nothing is recorded, and the caller's retry settles once."""
+    code, key = pg_service.hospital()
+    warm(pg_live, key, code, 3)
+    monkeypatch.setattr(engines, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    monkeypatch.setattr(settlements, "RETRIES", 1)
+    kill_connections(pg_service)
+    body = bill(code, "NORETRY-1")
+    refused = post(pg_live, key, body)
+    assert refused.status_code == 503 and refused.json()["code"] == "DATABASE_BUSY"
+    assert settlement_count(pg_service, "NORETRY-1") == 0
+    assert post(pg_live, key, body).status_code == 201
+    assert settlement_count(pg_service, "NORETRY-1") == 1

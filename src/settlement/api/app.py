@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from pathlib import Path as PathLib
 from typing import Annotated, Any
@@ -11,8 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from settlement.bootstrap import Application
+from settlement.db.settling import async_settling_for
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
 from settlement.insurers.config import PayersError, load_payers
@@ -58,21 +62,28 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None,
-                   x_api_key: Annotated[str | None, Header()] = None) -> Caller:
-    """The caller named by `Authorization: Bearer <key>` (or `X-API-Key`); 401 without a valid key."""
+async def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None,
+                         x_api_key: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller named by `Authorization: Bearer <key>` (or `X-API-Key`); 401 without a valid key.
+
+    A key seen in the last seconds is answered from the cache on the event loop; only a lookup in the database
+    goes to the thread pool (a sync dependency would cost every request a thread hand-over)."""
     key = x_api_key
     if authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
-    context: Context = request.app.state.context
     cache: CallerCache = request.app.state.callers
     now = time.monotonic()
     if key and (known := cache.get(key, now)) is not None:
         return known
-    with context.uow() as tx:
-        found = authenticate(tx.repo, key)
+    context: Context = request.app.state.context
+    found = await run_in_threadpool(_look_up, context, key)
     cache.put(key or "", found, now)
     return found
+
+
+def _look_up(context: Context, key: str | None) -> Caller:
+    with context.uow() as tx:
+        return authenticate(tx.repo, key)
 
 
 Auth = Annotated[Caller, Depends(current_caller)]
@@ -87,7 +98,22 @@ def problem_response(error: SettlementError | ServiceError) -> JSONResponse:
 def create_app(application: Application) -> FastAPI:
     context = application.context
     service = SettlementService(context)
+    # On PostgreSQL, settlements run on the event loop with a pool of this app's own (opened with it, on its loop).
+    settling = async_settling_for(application.engine, size=application.settings.db_pool_size,
+                                  lock_timeout_ms=application.settings.lock_timeout_ms)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settling is not None:
+            await settling.open()
+        try:
+            yield
+        finally:
+            if settling is not None:
+                await settling.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Medical-aid one-stop settlement",
         version="1",
         description="Hospitals quote, settle and reverse bills; basic insurance, critical-illness insurance and "
@@ -154,9 +180,11 @@ def create_app(application: Application) -> FastAPI:
 
     @app.post("/v1/settlements", tags=["cashier"], status_code=201, response_model=SettlementOut,
               responses=ERRORS)
-    def settle(request: SettleRequest, who: Auth) -> Response:
+    async def settle(request: SettleRequest, who: Auth) -> Response:
         """Settle a bill. Idempotent by (hospital, transaction_id): a retry gets the first answer."""
-        return replied(service.settle(who, request))
+        if settling is not None:
+            return replied(await service.settle_async(who, request, settling))
+        return replied(await run_in_threadpool(service.settle, who, request))
 
     @app.get("/v1/settlements/{settlement_id}", tags=["cashier"], response_model=SettlementOut, responses=ERRORS)
     def get_settlement(settlement_id: str, who: Auth) -> dict[str, Any]:

@@ -17,16 +17,21 @@ commits together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple, Protocol, cast
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Engine, Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, StatementError
 
+from settlement.db import engine as engines
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Settlement
 from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, StoredAnswer, VersionRow, YearFigures
 
@@ -208,6 +213,48 @@ WHERE status = 'active' ORDER BY region, effective_from, id
 """
 
 
+class PostgresStatements:
+    """The statements of a settlement's transaction on PostgreSQL and what they read, shared by the blocking and
+    the asyncio driver."""
+
+    lock_year = LOCK_YEAR  # tests replace it with a naive read to show that the concurrency checks can fail
+
+    @staticmethod
+    def lock_parameters(key: SettlementKey) -> dict[str, Any]:
+        return {"id_number": key.id_number, "year": key.insurance_year, "schedule_lock": TARIFF_SCHEDULE_LOCK}
+
+    @staticmethod
+    def read_parameters(key: SettlementKey) -> dict[str, Any]:
+        return {"id_number": key.id_number, "year": key.insurance_year, "day": key.settled_on,
+                "hospital_id": key.hospital_id, "key": key.transaction_id}
+
+    @staticmethod
+    def opened(locked: tuple[Any, ...] | None, read: tuple[Any, ...] | None) -> Opened:
+        assert locked is not None and read is not None  # each statement returns exactly one row
+        generation, names, paid, deductible, cumulative, categories = read[:6]
+        funds = {fund: (p, d, c) for fund, p, d, c in zip(names or (), paid or (), deductible or (), cumulative or (),
+                                                          strict=True)}
+        answer = StoredAnswer(*read[6:]) if read[6] is not None else None
+        return Opened(int(generation), YearFigures(int(locked[0]), funds), tuple(categories), answer)
+
+    @staticmethod
+    def write_parameters(rows: SettlementRows) -> dict[str, Any]:
+        moved = list(rows.movements.values())
+        return {**rows.settlement, "funds": list(rows.movements), "paid": [m[0] for m in moved],
+                "deductible": [m[1] for m in moved], "cumulative": [m[2] for m in moved],
+                "request_hash": rows.request_hash, "actor": rows.actor, "audit_details": rows.audit_details}
+
+    @staticmethod
+    def versions(rows: Sequence[tuple[Any, ...]]) -> list[VersionRow]:
+        return [VersionRow(*row) for row in rows]
+
+
+def database_error(error: psycopg.Error) -> StatementError:
+    """The driver's error as SQLAlchemy's (IntegrityError, OperationalError, ...), as the use cases expect them;
+    parameters are never shown (they hold ID numbers and names)."""
+    return DBAPIError.instance(None, None, error, psycopg.Error, hide_parameters=True)
+
+
 class _PipelinedTransaction:
     def __init__(self, connection: psycopg.Connection[Any], opened: Opened) -> None:
         self.connection = connection
@@ -215,15 +262,10 @@ class _PipelinedTransaction:
         self.committed = False
 
     def active_versions(self) -> Sequence[VersionRow]:
-        return [VersionRow(*row) for row in self.connection.execute(ACTIVE_VERSIONS).fetchall()]
+        return PostgresStatements.versions(self.connection.execute(ACTIVE_VERSIONS).fetchall())
 
     def record(self, rows: SettlementRows) -> None:
-        funds = list(rows.movements)
-        moved = list(rows.movements.values())
-        self.connection.execute(WRITE, {
-            **rows.settlement, "funds": funds, "paid": [m[0] for m in moved],
-            "deductible": [m[1] for m in moved], "cumulative": [m[2] for m in moved],
-            "request_hash": rows.request_hash, "actor": rows.actor, "audit_details": rows.audit_details})
+        self.connection.execute(WRITE, PostgresStatements.write_parameters(rows))
 
     def commit(self) -> None:
         self.connection.execute("COMMIT")  # sent with the write when the block ends
@@ -231,9 +273,8 @@ class _PipelinedTransaction:
 
 
 class PipelinedSettling:
-    """PostgreSQL: a settlement's transaction in two round trips (see the module's docstring)."""
-
-    lock_year = LOCK_YEAR  # tests replace it with a naive read to show that the concurrency checks can fail
+    """PostgreSQL, blocking (the command line, the SOAP gateway's threads, tests): a settlement's transaction in
+    two round trips on a connection of the engine's pool (see the module's docstring)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -247,19 +288,10 @@ class PipelinedSettling:
             connection.autocommit = True
             with connection.pipeline():
                 connection.execute("BEGIN")
-                locked = connection.execute(self.lock_year, {
-                    "id_number": key.id_number, "year": key.insurance_year, "schedule_lock": TARIFF_SCHEDULE_LOCK})
-                read = connection.execute(READ, {
-                    "id_number": key.id_number, "year": key.insurance_year, "day": key.settled_on,
-                    "hospital_id": key.hospital_id, "key": key.transaction_id})
-                admissions = cast(tuple[int], locked.fetchone())[0]
-                row = cast(tuple[Any, ...], read.fetchone())
-                generation, names, paid, deductible, cumulative, categories = row[:6]
-                funds = {fund: (p, d, c) for fund, p, d, c in zip(names or (), paid or (), deductible or (),
-                                                                  cumulative or (), strict=True)}
-                answer = StoredAnswer(*row[6:]) if row[6] is not None else None
-                transaction = _PipelinedTransaction(connection, Opened(
-                    int(generation), YearFigures(int(admissions), funds), tuple(categories), answer))
+                locked = connection.execute(PostgresStatements.lock_year, PostgresStatements.lock_parameters(key))
+                read = connection.execute(READ, PostgresStatements.read_parameters(key))
+                transaction = _PipelinedTransaction(connection, PostgresStatements.opened(
+                    locked.fetchone(), read.fetchone()))
                 try:
                     yield transaction
                 finally:
@@ -274,11 +306,105 @@ class PipelinedSettling:
                 # (likely dead too, after a restart) are replaced as they come back, not tried one by one.
                 pooled.invalidate(error)
                 self.engine.dispose(close=False)
-            raise DBAPIError.instance(None, None, error, psycopg.Error, hide_parameters=True) from None
+            raise database_error(error) from None
         finally:
             if not connection.closed and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                 connection.autocommit = False
             pooled.close()
+
+
+class _AsyncPipelinedTransaction:
+    def __init__(self, connection: psycopg.AsyncConnection[Any], opened: Opened) -> None:
+        self.connection = connection
+        self.opened = opened
+        self.committed = False
+
+    async def active_versions(self) -> Sequence[VersionRow]:
+        cursor = await self.connection.execute(ACTIVE_VERSIONS)
+        return PostgresStatements.versions(await cursor.fetchall())
+
+    async def record(self, rows: SettlementRows) -> None:
+        await self.connection.execute(WRITE, PostgresStatements.write_parameters(rows))
+
+    async def commit(self) -> None:
+        await self.connection.execute("COMMIT")  # sent with the write when the block ends
+        self.committed = True
+
+
+class AsyncPipelinedSettling:
+    """PostgreSQL, on the service's event loop: the same two round trips on psycopg's AsyncConnection, from a
+    pool of autocommit connections that the web application opens and closes with itself (one per worker and
+    event loop). No thread is handed a request: a worker's loop keeps many settlements in flight at once, each
+    waiting for the database without holding anything but its connection."""
+
+    def __init__(self, url: str, *, size: int, lock_timeout_ms: int) -> None:
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        # Since when each connection has been idle: made or given back (forgotten with the connection).
+        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=min(4, size), max_size=size, open=False, timeout=30,
+            configure=self._idle_from, reset=self._idle_from,
+            kwargs={"autocommit": True, "options": f"-c lock_timeout={int(lock_timeout_ms)} -c TimeZone=UTC"})
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """A connection of the pool. As the blocking engine does, one idle for a while is pinged first and one in
+        steady use is not (a dead one then fails a statement, and the settlement is retried). A failed ping has
+        the pool check all its idle connections at once (after a restart they are all dead), with no back-off."""
+        for _ in range(3):
+            connection = await self.pool.getconn()
+            idle_from = self._returned.get(connection)
+            if idle_from is None or time.monotonic() - idle_from < engines.PING_AFTER_IDLE_SECONDS:
+                return connection
+            try:
+                await connection.execute("SELECT 1")
+            except psycopg.Error:
+                await self.pool.putconn(connection)  # broken: the pool discards it
+                await self.pool.check()
+            else:
+                return connection
+        raise psycopg.OperationalError("no pooled connection answers")
+
+    async def _idle_from(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._returned[connection] = time.monotonic()
+
+    @asynccontextmanager
+    async def begin(self, key: SettlementKey) -> AsyncIterator[_AsyncPipelinedTransaction]:
+        lost = False
+        try:
+            connection = await self._connection()
+            try:
+                async with connection.pipeline():
+                    await connection.execute("BEGIN")
+                    locked = await connection.execute(PostgresStatements.lock_year,
+                                                      PostgresStatements.lock_parameters(key))
+                    read = await connection.execute(READ, PostgresStatements.read_parameters(key))
+                    transaction = _AsyncPipelinedTransaction(connection, PostgresStatements.opened(
+                        await locked.fetchone(), await read.fetchone()))
+                    try:
+                        yield transaction
+                    finally:
+                        if not transaction.committed:
+                            await connection.execute("ROLLBACK")
+                # Leaving the pipeline sent what was queued and raised the first failure, if any.
+            except psycopg.Error:
+                lost = connection.broken or connection.closed
+                if not lost and connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await connection.execute("ROLLBACK")  # a failed write left the transaction aborted
+                raise
+            finally:
+                await self.pool.putconn(connection)
+        except PoolTimeout as error:
+            raise database_error(psycopg.OperationalError(str(error))) from None
+        except psycopg.Error as error:
+            if lost:  # after a restart the idle connections are dead too: replace them now, not one by one
+                await self.pool.check()
+            raise database_error(error) from None
 
 
 def _roll_back(connection: psycopg.Connection[Any]) -> None:
@@ -295,3 +421,11 @@ def settling_for(engine: Engine, uow: UnitOfWorks) -> Settling:
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PipelinedSettling(engine)
     return SessionSettling(uow)
+
+
+def async_settling_for(engine: Engine, *, size: int, lock_timeout_ms: int) -> AsyncPipelinedSettling | None:
+    """The event loop's settlements, on PostgreSQL; None elsewhere (the blocking path runs in a thread)."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return AsyncPipelinedSettling(engine.url.render_as_string(hide_password=False), size=size,
+                                      lock_timeout_ms=lock_timeout_ms)
+    return None

@@ -9,15 +9,16 @@ twice, however many hospitals settle the same person at once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import orjson
 from sqlalchemy import Table
@@ -25,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal
 from settlement.db.repositories import Repository, StoredAnswer, YearFigures
-from settlement.db.settling import Opened, SettlementKey, SettlementRows
+from settlement.db.settling import AsyncPipelinedSettling, Opened, SettlementKey, SettlementRows
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import SettlementError
@@ -38,7 +39,7 @@ from settlement.services import quotes
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
-from settlement.tariffstore.store import ResolvedTariff
+from settlement.tariffstore.store import ResolvedTariff, TariffStore
 from settlement.wire.claims import ServiceClaimIn
 from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
 from settlement.wire.results import accumulators_json, settlement_json
@@ -51,6 +52,15 @@ RETRIES = 3
 # system's entropy is enough, and far cheaper than reading os.urandom on every settlement.
 _IDS = random.Random()  # noqa: S311
 os.register_at_fork(after_in_child=_IDS.seed)  # forked workers must not draw the same sequence
+
+
+class _SettlePlan(NamedTuple):
+    """What a settle request means before its transaction: whose, its hash, its claim as stored, what it locks."""
+
+    hospital_id: int
+    request_hash: str
+    claim_json: Any
+    locked: SettlementKey
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,24 @@ class SettlementService:
                                        "the person's record is busy; retry with the same key") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _with_retries_async(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`_with_retries` for a transaction on the event loop."""
+        for attempt in range(RETRIES):
+            try:
+                return await work()
+            except IntegrityError as error:
+                constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+                log.warning("a concurrent transaction won a race (attempt %d, constraint %s)", attempt + 1,
+                            constraint)
+                if attempt == RETRIES - 1:
+                    raise
+            except OperationalError as error:
+                log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
+                if attempt == RETRIES - 1:
+                    raise ServiceError(ServiceCode.DATABASE_BUSY,
+                                       "the person's record is busy; retry with the same key") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _replay(self, record: StoredAnswer, request_hash: str) -> Reply:
         if record.operation == "void":  # cancelled by the caller before it arrived: refused, whatever it asks
             return Reply(record.status_code, record.response, replayed=True)
@@ -228,44 +256,79 @@ class SettlementService:
         return {"quote_id": quotes.sign(basis, self.ctx.secret),
                 "expires_at": datetime.fromtimestamp(expires, tz=SHANGHAI).isoformat(), **body}
 
-    def settle(self, caller: Caller, request: SettleRequest) -> Reply:
+    def _settle_plan(self, caller: Caller, request: SettleRequest) -> _SettlePlan:
         hospital_id = self._hospital_id(caller)
         claim_in = request.claim
-        key = request.transaction_id
         dumped = request.model_dump(mode="json")
-        request_hash = canonical_hash("settle", dumped)
         visit = claim_in.visit
         settled_on = visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
         # The insurance year is the discharge date's (domain.claim.Claim.insurance_year).
-        locked = SettlementKey(hospital_id, key, claim_in.patient.id_number, visit.discharge_date.year, settled_on)
+        locked = SettlementKey(hospital_id, request.transaction_id, claim_in.patient.id_number,
+                               visit.discharge_date.year, settled_on)
+        return _SettlePlan(hospital_id, canonical_hash("settle", dumped), dumped["claim"], locked)
+
+    def _settle_in(self, caller: Caller, request: SettleRequest, plan: _SettlePlan, opened: Opened,
+                   tariffs: TariffStore) -> tuple[SettlementRows | None, Reply]:
+        """Between the reads and the writes of a settlement's transaction, taken after the locks (the schedule's
+        shared lock, then the person's year), so that a concurrent retry of the same key has committed or not yet
+        begun and exactly one of them settles: the key's first answer again, or the rows to record."""
+        if opened.answer is not None:
+            return None, self._replay(opened.answer, plan.request_hash)
+        claim_in = request.claim
+        # Categories come from the roster on the settlement date, never from the hospital.
+        claim = claim_in.build(claim_in.patient, opened.categories)
+        resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
+        year = claim.insurance_year
+        assert year == plan.locked.insurance_year, "the year locked is the claim's insurance year"
+        computed = settle(claim, resolved.tariff, accumulators_from(opened.figures, year))
+        now = self.ctx.clock()
+        if request.quote_id is not None:
+            quoted = quotes.verify(request.quote_id, self.ctx.secret)
+            quotes.compare(quoted, self._basis(plan.hospital_id, claim_in, computed, opened.figures,
+                                               quoted.expires_at), int(now.timestamp()))
+        return self._rows(plan.hospital_id, request, plan.claim_json, plan.request_hash, claim, resolved, computed,
+                          now)
+
+    def settle(self, caller: Caller, request: SettleRequest) -> Reply:
+        plan = self._settle_plan(caller, request)
 
         def attempt() -> Reply:
-            self._same_hospital(caller, claim_in)  # a refusal kept under the key, like every business failure
-            # Locks first (the schedule's shared lock, then the person's year), then everything is read: a
-            # concurrent retry of the same key has committed or not yet begun, so exactly one of them settles.
-            with self.ctx.settling.begin(locked) as tx:
+            self._same_hospital(caller, request.claim)  # a refusal kept under the key, like every business failure
+            with self.ctx.settling.begin(plan.locked) as tx:
                 opened: Opened = tx.opened
-                if opened.answer is not None:
-                    return self._replay(opened.answer, request_hash)
                 tariffs = self.ctx.tariffs.at(opened.generation, tx.active_versions)
-                # Categories come from the roster on the settlement date, never from the hospital.
-                claim = claim_in.build(claim_in.patient, opened.categories)
-                resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
-                year = claim.insurance_year
-                assert year == locked.insurance_year, "the year locked is the claim's insurance year"
-                computed = settle(claim, resolved.tariff, accumulators_from(opened.figures, year))
-                now = self.ctx.clock()
-                if request.quote_id is not None:
-                    quoted = quotes.verify(request.quote_id, self.ctx.secret)
-                    quotes.compare(quoted, self._basis(hospital_id, claim_in, computed, opened.figures,
-                                                       quoted.expires_at), int(now.timestamp()))
-                rows, reply = self._rows(hospital_id, request, dumped["claim"], request_hash, claim, resolved,
-                                         computed, now)
-                tx.record(rows)
-                tx.commit()
+                rows, reply = self._settle_in(caller, request, plan, opened, tariffs)
+                if rows is not None:
+                    tx.record(rows)
+                    tx.commit()
             return reply
 
-        return self._idempotent(attempt, hospital_id, key, "settle", request_hash)
+        return self._idempotent(attempt, plan.hospital_id, request.transaction_id, "settle", plan.request_hash)
+
+    async def settle_async(self, caller: Caller, request: SettleRequest, settling: AsyncPipelinedSettling) -> Reply:
+        """`settle` on the event loop (the service on PostgreSQL): the same steps and rules, the database awaited."""
+        plan = self._settle_plan(caller, request)
+
+        async def attempt() -> Reply:
+            self._same_hospital(caller, request.claim)
+            async with settling.begin(plan.locked) as tx:
+                opened = tx.opened
+                # The versions are read in this transaction only when the schedule moved since this worker loaded it.
+                versions = () if self.ctx.tariffs.loaded(opened.generation) else await tx.active_versions()
+                tariffs = self.ctx.tariffs.at(opened.generation, lambda: versions)
+                rows, reply = self._settle_in(caller, request, plan, opened, tariffs)
+                if rows is not None:
+                    await tx.record(rows)
+                    await tx.commit()
+            return reply
+
+        try:
+            return await self._with_retries_async(attempt)
+        except (SettlementError, ServiceError) as error:
+            if not is_kept(str(error.code)):
+                raise
+            return await asyncio.to_thread(self._keep_failure, plan.hospital_id, request.transaction_id, "settle",
+                                           plan.request_hash, error)
 
     def _rows(self, hospital_id: int, request: SettleRequest, claim_json: Any, request_hash: str, claim: Claim,
               resolved: ResolvedTariff, computed: Computed, now: datetime) -> tuple[SettlementRows, Reply]:

@@ -35,6 +35,10 @@ class TariffSchedule:
         until the transaction ends, so that no activation commits between this read and the settlement's."""
         return self.at(repo.tariff_generation(shared_lock=for_settlement), repo.active_version_rows)
 
+    def loaded(self, generation: int) -> bool:
+        """Whether this process holds the versions of `generation` already."""
+        return self._current[0] == generation
+
     def at(self, generation: int, active_versions: Callable[[], Sequence[VersionRow]]) -> TariffStore:
         """The versions of `generation`, read by the caller's transaction; `active_versions` reads them (in that
         same transaction) only when this process has not loaded that generation yet."""
