@@ -1,10 +1,19 @@
-"""The baseline of the service benchmark: the same stack (FastAPI, uvicorn, SQLAlchemy, the same engine set-up
-and database) answering a POST by inserting one row in one transaction."""
+"""The baselines of the service benchmark: the same stack as the service (FastAPI, uvicorn, the same database set-up)
+answering a POST by inserting one row in one transaction.
+
+- `POST /bare`: the way the service settles on PostgreSQL: an async endpoint on the event loop, a connection of
+  the same asyncio pool (settlement.db.settling.AsyncPipelinedSettling: same size, settings and idle ping), and
+  the transaction sent the way a settlement sends its own (BEGIN, INSERT, COMMIT pipelined in one round trip).
+- `POST /bare-sync`: the baseline of earlier runs: a sync endpoint in the thread pool, SQLAlchemy's
+  `engine.begin()` on the engine of settlement.db.engine.make_engine.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,19 +22,44 @@ from sqlalchemy import text
 
 from settlement.api.asgi import freeze_startup_heap
 from settlement.db.engine import make_engine
+from settlement.db.settling import AsyncPipelinedSettling
 
 DDL = ("CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
        "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
+INSERT = "INSERT INTO bench_bare (transaction_id, payload, created_at) VALUES (%s, %s, %s)"
 
 
 def create() -> FastAPI:
-    engine = make_engine(os.environ["SETTLEMENT_DATABASE_URL"], pool_size=int(os.environ.get(
-        "SETTLEMENT_DB_POOL_SIZE", "20")))
-    app = FastAPI()
+    url = os.environ["SETTLEMENT_DATABASE_URL"]
+    size = int(os.environ.get("SETTLEMENT_DB_POOL_SIZE", "20"))
+    engine = make_engine(url, pool_size=size)
+    settling = AsyncPipelinedSettling(url, size=size, lock_timeout_ms=5000)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await settling.open()
+        try:
+            yield
+        finally:
+            await settling.close()
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.post("/bare", status_code=201)
-    def bare(payload: dict[str, Any]) -> dict[str, str]:
-        # A sync endpoint in the thread pool, as the settlement endpoints are.
+    async def bare(payload: dict[str, Any]) -> dict[str, str]:
+        connection = await settling.connection()
+        try:
+            async with connection.pipeline():
+                await connection.execute("BEGIN")
+                await connection.execute(INSERT, (str(payload.get("transaction_id", "")), json.dumps(payload),
+                                                  datetime.now(UTC)))
+                await connection.execute("COMMIT")
+        finally:
+            await settling.release(connection)
+        return {"status": "ok"}
+
+    @app.post("/bare-sync", status_code=201)
+    def bare_sync(payload: dict[str, Any]) -> dict[str, str]:
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO bench_bare (transaction_id, payload, created_at) "
                                     "VALUES (:t, :p, :c)"),

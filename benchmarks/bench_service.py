@@ -1,8 +1,11 @@
 """Service benchmark: settlements per second through the REST API on PostgreSQL, 32 concurrent clients.
 
 Beside it, in the same run and on the same stack, the baseline: a bare endpoint inserting one row in one
-transaction. Prints throughput, p50 and p99 latency of both and the ratio. Targets (issue 3): settle at least
-half the baseline's throughput, p99 under 50 ms.
+transaction, the way the service reaches the database (benchmarks/bare_app.py: an async endpoint, the service's
+asyncio connection pool, BEGIN, INSERT and COMMIT pipelined). Also measured, for comparison with earlier runs, the
+baseline those runs used: a sync endpoint in the thread pool with SQLAlchemy's `engine.begin()`. Prints
+throughput, p50 and p99 latency of each and the ratios. Targets (issue 3): settle at least half the baseline's
+throughput, p99 under 50 ms.
 
 Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --clients 32 --workers 2]`. It creates and
 drops its own database on the PostgreSQL server named by SETTLEMENT_BENCH_PG (default
@@ -87,6 +90,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 Builder = Callable[[int], tuple[bytes, dict[str, str]]]
+BASELINE = "baseline (bare insert, async)"
+EARLIER_BASELINE = "earlier baseline (sync, thread pool)"
 
 
 def drive(url: str, path: str, build: Builder, expected: int, clients: int,
@@ -194,8 +199,9 @@ def main() -> None:
         bodies = patient_bodies(args.persons)
         results = {}
         for label, factory, path, headers in (
-            ("baseline (bare insert)", "benchmarks.bare_app:create", "/bare", {}),
+            (BASELINE, "benchmarks.bare_app:create", "/bare", {}),
             ("settle", "settlement.api.asgi:create", "/v1/settlements", {"Authorization": f"Bearer {key}"}),
+            (EARLIER_BASELINE, "benchmarks.bare_app:create", "/bare-sync", {}),
         ):
             process, url = start(factory, env, args.workers)
             try:
@@ -206,12 +212,13 @@ def main() -> None:
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured, "
           f"PostgreSQL, 24-line bills over {args.persons} patients")
     for label, figures in results.items():
-        print(f"{label:24} {figures['rps']:8.1f} req/s   p50 {figures['p50_ms']:6.1f} ms   "
+        print(f"{label:34} {figures['rps']:8.1f} req/s   p50 {figures['p50_ms']:6.1f} ms   "
               f"p99 {figures['p99_ms']:6.1f} ms   errors {figures['errors']:.0f}")
-    base, settle = results["baseline (bare insert)"], results["settle"]
+    base, settle, earlier = results[BASELINE], results["settle"], results[EARLIER_BASELINE]
     ratio = settle["rps"] / base["rps"]
     print(f"ratio settle / baseline: {ratio:.2f} (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'}); "
           f"settle p99 {settle['p99_ms']:.1f} ms (target < 50: {'met' if settle['p99_ms'] < 50 else 'NOT met'})")
+    print(f"for comparison: settle / the earlier runs' sync baseline: {settle['rps'] / earlier['rps']:.2f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from settlement.bootstrap import Application
+from settlement.db.bookkeeping import async_bookkeeping_for
 from settlement.db.settling import async_settling_for
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
@@ -30,6 +31,7 @@ from settlement.services.reconciliation import Reconciler
 from settlement.services.roster import import_roster
 from settlement.services.settlements import Reply, SettlementService
 from settlement.soap.endpoint import add_soap_routes
+from settlement.soap.gateway import AsyncIo
 from settlement.wire.requests import (
     CancelRequest,
     PeriodRequest,
@@ -98,19 +100,25 @@ def problem_response(error: SettlementError | ServiceError) -> JSONResponse:
 def create_app(application: Application) -> FastAPI:
     context = application.context
     service = SettlementService(context)
-    # On PostgreSQL, settlements run on the event loop with a pool of this app's own (opened with it, on its loop).
-    settling = async_settling_for(application.engine, size=application.settings.db_pool_size,
-                                  lock_timeout_ms=application.settings.lock_timeout_ms)
+    # On PostgreSQL, settlements (REST and SOAP) and the SOAP bookkeeping run on the event loop with pools of this
+    # app's own, opened and closed with it on its loop.
+    settings = application.settings
+    settling = async_settling_for(application.engine, size=settings.db_pool_size,
+                                  lock_timeout_ms=settings.lock_timeout_ms)
+    bookkeeping = async_bookkeeping_for(application.engine, size=max(2, settings.db_pool_size // 2))
+    io = AsyncIo(settling, bookkeeping) if settling is not None and bookkeeping is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settling is not None:
-            await settling.open()
+        if io is not None:
+            await io.settling.open()
+            await io.bookkeeping.open()
         try:
             yield
         finally:
-            if settling is not None:
-                await settling.close()
+            if io is not None:
+                await io.settling.close()
+                await io.bookkeeping.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -159,7 +167,7 @@ def create_app(application: Application) -> FastAPI:
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
 
-    app.state.soap = add_soap_routes(app, application)
+    app.state.soap = add_soap_routes(app, application, io)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:

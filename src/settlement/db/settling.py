@@ -17,8 +17,6 @@ commits together or not at all.
 
 from __future__ import annotations
 
-import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,12 +24,11 @@ from datetime import date
 from typing import Any, NamedTuple, Protocol, cast
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy import Engine, Table
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from settlement.db import engine as engines
+from settlement.db.aiopool import AsyncPool
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Settlement
 from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, StoredAnswer, VersionRow, YearFigures
 
@@ -338,46 +335,25 @@ class AsyncPipelinedSettling:
     waiting for the database without holding anything but its connection."""
 
     def __init__(self, url: str, *, size: int, lock_timeout_ms: int) -> None:
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        # Since when each connection has been idle: made or given back (forgotten with the connection).
-        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
-        self.pool = AsyncConnectionPool(
-            conninfo, min_size=min(4, size), max_size=size, open=False, timeout=30,
-            configure=self._idle_from, reset=self._idle_from,
-            kwargs={"autocommit": True, "options": f"-c lock_timeout={int(lock_timeout_ms)} -c TimeZone=UTC"})
+        self.pool = AsyncPool(url, size=size, options=f"-c lock_timeout={int(lock_timeout_ms)}")
 
     async def open(self) -> None:
-        await self.pool.open(wait=False)
+        await self.pool.open()
 
     async def close(self) -> None:
         await self.pool.close()
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        """A connection of the pool. As the blocking engine does, one idle for a while is pinged first and one in
-        steady use is not (a dead one then fails a statement, and the settlement is retried). A failed ping has
-        the pool check all its idle connections at once (after a restart they are all dead), with no back-off."""
-        for _ in range(3):
-            connection = await self.pool.getconn()
-            idle_from = self._returned.get(connection)
-            if idle_from is None or time.monotonic() - idle_from < engines.PING_AFTER_IDLE_SECONDS:
-                return connection
-            try:
-                await connection.execute("SELECT 1")
-            except psycopg.Error:
-                await self.pool.putconn(connection)  # broken: the pool discards it
-                await self.pool.check()
-            else:
-                return connection
-        raise psycopg.OperationalError("no pooled connection answers")
+    async def connection(self) -> psycopg.AsyncConnection[Any]:
+        return await self.pool.connection()
 
-    async def _idle_from(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        self._returned[connection] = time.monotonic()
+    async def release(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        await self.pool.release(connection)
 
     @asynccontextmanager
     async def begin(self, key: SettlementKey) -> AsyncIterator[_AsyncPipelinedTransaction]:
         lost = False
         try:
-            connection = await self._connection()
+            connection = await self.connection()
             try:
                 async with connection.pipeline():
                     await connection.execute("BEGIN")
@@ -398,12 +374,12 @@ class AsyncPipelinedSettling:
                     await connection.execute("ROLLBACK")  # a failed write left the transaction aborted
                 raise
             finally:
-                await self.pool.putconn(connection)
-        except PoolTimeout as error:
+                await self.pool.release(connection)
+        except (PoolTimeout, PoolClosed) as error:
             raise database_error(psycopg.OperationalError(str(error))) from None
         except psycopg.Error as error:
-            if lost:  # after a restart the idle connections are dead too: replace them now, not one by one
-                await self.pool.check()
+            if lost:
+                await self.pool.replace_idle()
             raise database_error(error) from None
 
 

@@ -20,6 +20,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.models import HospitalDialect, SoapCredential
 from settlement.db.repositories import add_exchange, add_nonce, purge_nonces
 from settlement.services.auth import Caller
@@ -84,6 +85,13 @@ class SoapPrincipals:
         self.ttl = ttl_seconds
         self._cache: dict[str, tuple[float, SoapPrincipal | None]] = {}
 
+    def cached(self, username: str) -> tuple[SoapPrincipal | None] | None:
+        """(the principal, or None for an unknown name) when the cache answers; None when it does not."""
+        cached = self._cache.get(username)
+        if cached is not None and time.monotonic() - cached[0] <= self.ttl:
+            return (cached[1],)
+        return None
+
     def find(self, username: str) -> SoapPrincipal | None:
         now = time.monotonic()
         cached = self._cache.get(username)
@@ -122,6 +130,9 @@ def _bookkeeping(context: Context, write: Callable[[Connection], None]) -> None:
                 raise
 
 
+NONCE_REPLAYED = "this nonce was already used: every message needs a new nonce"
+
+
 def remember_nonce(context: Context, hospital_id: int, nonce: str, window: timedelta) -> None:
     """Accept a nonce once within the window; a second use is refused. Old nonces are purged now and then."""
     now = context.clock()
@@ -134,13 +145,25 @@ def remember_nonce(context: Context, hospital_id: int, nonce: str, window: timed
     try:
         _bookkeeping(context, write)
     except IntegrityError:
-        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED,
-                           "this nonce was already used: every message needs a new nonce") from None
+        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED) from None
+
+
+async def remember_nonce_async(context: Context, bookkeeping: AsyncBookkeeping, hospital_id: int, nonce: str,
+                               window: timedelta) -> None:
+    """`remember_nonce` on the event loop."""
+    now = context.clock()
+    purge_before = now - 2 * window if secrets.randbelow(256) == 0 else None
+    if not await bookkeeping.add_nonce(hospital_id, nonce, now, purge_before):
+        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED)
 
 
 def record_exchange(context: Context, values: dict[str, object]) -> None:
     row = {**values, "created_at": context.clock()}
     _bookkeeping(context, lambda connection: add_exchange(connection, row))
+
+
+async def record_exchange_async(context: Context, bookkeeping: AsyncBookkeeping, values: dict[str, object]) -> None:
+    await bookkeeping.add_exchange({**values, "created_at": context.clock()})
 
 
 def new_credentials_key() -> str:

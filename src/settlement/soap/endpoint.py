@@ -11,13 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from settlement.bootstrap import Application
 from settlement.services.errors import ServiceCode
 from settlement.services.soap_access import SoapPrincipals
-from settlement.soap.gateway import Answer, Gateway, fault
+from settlement.soap.gateway import Answer, AsyncIo, Gateway, fault
 from settlement.soap.xmlsafe import Limits, XmlRejected
 
 DEFAULT_DIALECT = "standard"
 
 
-def add_soap_routes(app: FastAPI, application: Application) -> Gateway:
+def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None = None) -> Gateway:
+    """`io`: the web application's pools on PostgreSQL; the pipeline then runs on the event loop."""
     settings = application.settings
     limits = Limits(settings.soap_max_body_bytes, settings.soap_max_depth)
     gateway = Gateway(application.context, application.dialects,
@@ -44,8 +45,12 @@ def add_soap_routes(app: FastAPI, application: Application) -> Gateway:
         except XmlRejected as error:
             answer = fault(error)
         else:
-            answer = await run_in_threadpool(gateway.handle, raw, request.headers.get("content-type"),
-                                             request.headers.get("content-encoding"), dialect)
+            content_type = request.headers.get("content-type")
+            content_encoding = request.headers.get("content-encoding")
+            if io is not None:
+                answer = await gateway.handle_async(raw, content_type, content_encoding, dialect, io)
+            else:
+                answer = await run_in_threadpool(gateway.handle, raw, content_type, content_encoding, dialect)
         return respond(answer)
 
     def respond(answer: Answer) -> Response:

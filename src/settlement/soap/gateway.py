@@ -13,25 +13,36 @@ Every exchange of an authenticated hospital is stored, masked, linked to its set
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
 from pydantic import BaseModel, ValidationError
 
+from settlement.db.bookkeeping import AsyncBookkeeping
+from settlement.db.settling import AsyncPipelinedSettling
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import Problem, SettlementError
 from settlement.domain.privacy import mask_id_number, mask_name
 from settlement.problems import problem_body, status_of
+from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.settlements import Reply, SettlementService
-from settlement.services.soap_access import SoapPrincipals, record_exchange, remember_nonce
+from settlement.services.soap_access import (
+    SoapPrincipal,
+    SoapPrincipals,
+    record_exchange,
+    record_exchange_async,
+    remember_nonce,
+    remember_nonce_async,
+)
 from settlement.soap import canonical, wsse
 from settlement.soap.dialects import Dialect, Registry
 from settlement.soap.xmlsafe import Limits, XmlRejected, inflate, parse_body, parse_text
@@ -78,6 +89,33 @@ class _Exchange:
     envelope: etree._Element | None = None
     holder: etree._Element | None = None  # the element whose text is the message, for string dialects
     message: etree._Element | None = None
+    stored: dict[str, object] | None = None  # the exchange's log row, written once the answer is made
+
+
+class FindPrincipal(NamedTuple):
+    username: str
+
+
+class RememberNonce(NamedTuple):
+    hospital_id: int
+    nonce: str
+
+
+class Call(NamedTuple):
+    operation: str
+    caller: Caller
+    request: dict[str, Any]
+
+
+Step = FindPrincipal | RememberNonce | Call
+
+
+@dataclass(frozen=True)
+class AsyncIo:
+    """The web application's pools, for the pipeline on the event loop (PostgreSQL)."""
+
+    settling: AsyncPipelinedSettling
+    bookkeeping: AsyncBookkeeping
 
 
 def _local(element: etree._Element) -> str:
@@ -98,13 +136,76 @@ class Gateway:
             "reverse": self._reverse, "cancel": self._cancel, "get": self._get,
         }
 
-    # The pipeline
+    # The pipeline: one generator of steps, driven with blocking calls (`handle`) or on the event loop
+    # (`handle_async`); the steps it yields are the only places where it waits for the database.
 
     def handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                path_dialect: str | None = None) -> Answer:
         exchange = _Exchange()
+        steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                answer: Answer = done.value
+                break
+            value, error = None, None
+            try:
+                value = self._do(step)
+            except Exception as failure:
+                error = failure
+        if exchange.stored is not None:
+            self._store(exchange.stored)
+        return answer
+
+    async def handle_async(self, raw: bytes, content_type: str | None, content_encoding: str | None,
+                           path_dialect: str | None, io: AsyncIo) -> Answer:
+        exchange = _Exchange()
+        steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                answer: Answer = done.value
+                break
+            value, error = None, None
+            try:
+                value = await self._do_async(step, io)
+            except Exception as failure:
+                error = failure
+        if exchange.stored is not None:
+            await self._store_async(exchange.stored, io)
+        return answer
+
+    def _do(self, step: Step) -> Any:
+        if isinstance(step, FindPrincipal):
+            return self.principals.find(step.username)
+        if isinstance(step, RememberNonce):
+            remember_nonce(self.context, step.hospital_id, step.nonce, self.window)
+            return None
+        return self._operations[step.operation](step.caller, step.request)
+
+    async def _do_async(self, step: Step, io: AsyncIo) -> Any:
+        if isinstance(step, FindPrincipal):
+            known = self.principals.cached(step.username)
+            return known[0] if known is not None else await asyncio.to_thread(self.principals.find, step.username)
+        if isinstance(step, RememberNonce):
+            await remember_nonce_async(self.context, io.bookkeeping, step.hospital_id, step.nonce, self.window)
+            return None
+        if step.operation == "settle":
+            return await self.service.settle_async(step.caller, self._model(SettleRequest, step.request),
+                                                   io.settling), None
+        # The other operations are rarer: they run as they do for REST, in a thread.
+        return await asyncio.to_thread(self._operations[step.operation], step.caller, step.request)
+
+    def _pipeline(self, raw: bytes, content_type: str | None, content_encoding: str | None,
+                  path_dialect: str | None, exchange: _Exchange) -> Generator[Step, Any, Answer]:
         try:
-            answer = self._handle(raw, content_type, content_encoding, path_dialect, exchange)
+            answer = yield from self._steps(raw, content_type, content_encoding, path_dialect, exchange)
             outcome = exchange.outcome
         except (XmlRejected, ServiceError, SettlementError) as error:
             answer = fault(error, exchange.dialect)
@@ -115,18 +216,18 @@ class Gateway:
             answer = render_fault(problem, exchange.dialect)
             outcome = "INTERNAL_ERROR"
         if exchange.hospital_id is not None and exchange.dialect is not None:
-            self._store(exchange, answer, outcome)
+            exchange.stored = self._exchange_row(exchange, answer, outcome)
         return answer
 
-    def _handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
-                path_dialect: str | None, exchange: _Exchange) -> Answer:
+    def _steps(self, raw: bytes, content_type: str | None, content_encoding: str | None,
+               path_dialect: str | None, exchange: _Exchange) -> Generator[Step, Any, Answer]:
         envelope, _ = parse_envelope(raw, content_type, content_encoding, self.limits)
         exchange.envelope = envelope
         dialect, header, element = locate(self.registry, envelope, path_dialect)
         exchange.dialect = dialect
 
         token = wsse.read_token(header)
-        principal = self.principals.find(token.username)
+        principal: SoapPrincipal | None = yield FindPrincipal(token.username)
         wsse.check_token(token, principal.password if principal else None, self.context.clock(), self.window)
         assert principal is not None
         caller = principal.caller
@@ -134,7 +235,7 @@ class Gateway:
         if dialect.name not in principal.dialects:
             raise ServiceError(ServiceCode.DIALECT_NOT_BOUND,
                                f"hospital {caller.hospital_code} is not bound to the {dialect.name} dialect")
-        remember_nonce(self.context, caller.hospital_id, token.nonce_key, self.window)
+        yield RememberNonce(caller.hospital_id, token.nonce_key)
         exchange.hospital_id = caller.hospital_id
 
         try:
@@ -151,7 +252,7 @@ class Gateway:
             return render_reply(dialect, exchange.operation, problem["status"], problem, False, exchange.code,
                                 exchange.message_id or "", None)
         try:
-            reply, settlement_id = self._operations[operation](caller, request)
+            reply, settlement_id = yield Call(operation, caller, request)
         except (ServiceError, SettlementError) as error:
             if dialect.manifest.errors == "fault":
                 raise
@@ -211,18 +312,26 @@ class Gateway:
 
     # The envelope log
 
-    def _store(self, exchange: _Exchange, answer: Answer, outcome: str) -> None:
+    def _exchange_row(self, exchange: _Exchange, answer: Answer, outcome: str) -> dict[str, object]:
         assert exchange.dialect is not None and exchange.hospital_id is not None
         reply_text = answer.body.decode(exchange.dialect.reply_codec, "replace")
+        return {
+            "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
+            "operation": exchange.operation or "-", "code": exchange.code or "-",
+            "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
+            "outcome": outcome[:64], "request": masked_request(exchange),
+            "reply": mask(reply_text, exchange.names | _charref_forms(exchange.names, exchange.dialect.reply_codec))}
+
+    def _store(self, row: dict[str, object]) -> None:
         try:
-            record_exchange(self.context, {
-                "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
-                "operation": exchange.operation or "-", "code": exchange.code or "-",
-                "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
-                "outcome": outcome[:64], "request": masked_request(exchange),
-                "reply": mask(reply_text, exchange.names | _charref_forms(exchange.names,
-                                                                            exchange.dialect.reply_codec))})
+            record_exchange(self.context, row)
         except Exception as error:  # the answer is given regardless; losing a log row is not losing money
+            log.error("could not store a SOAP exchange: %s", type(error).__name__)
+
+    async def _store_async(self, row: dict[str, object], io: AsyncIo) -> None:
+        try:
+            await record_exchange_async(self.context, io.bookkeeping, row)
+        except Exception as error:
             log.error("could not store a SOAP exchange: %s", type(error).__name__)
 
 

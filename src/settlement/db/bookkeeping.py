@@ -1,0 +1,74 @@
+"""Bookkeeping rows on the web application's event loop (PostgreSQL): WS-Security nonces and the SOAP envelope
+log. Like the blocking bookkeeping engine (settlement.db.engine.make_bookkeeping_engine), each statement commits
+alone and does not wait for the disk (synchronous_commit off: a crash may lose the last fraction of a second of
+these rows, never money)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy.engine import Engine
+
+from settlement.db.aiopool import AsyncPool
+
+T = TypeVar("T")
+ADD_EXCHANGE = """
+INSERT INTO soap_exchanges (hospital_id, dialect, operation, code, message_id, settlement_id, outcome, request, reply,
+    created_at)
+VALUES (%(hospital_id)s, %(dialect)s, %(operation)s, %(code)s, %(message_id)s, %(settlement_id)s, %(outcome)s,
+    %(request)s, %(reply)s, %(created_at)s)
+"""
+
+
+class AsyncBookkeeping:
+    def __init__(self, url: str, *, size: int) -> None:
+        self.pool = AsyncPool(url, size=size, options="-c synchronous_commit=off -c lock_timeout=5000")
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Once more on a new connection when the first was found dead."""
+        for attempt in (1, 2):
+            connection = await self.pool.connection()
+            try:
+                return await work(connection)
+            except psycopg.OperationalError:
+                if not (connection.broken or connection.closed) or attempt == 2:
+                    raise
+                await self.pool.replace_idle()
+            finally:
+                await self.pool.release(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def add_nonce(self, hospital_id: int, nonce: str, seen_at: datetime, purge_before: datetime | None) -> bool:
+        """False when the nonce was seen already; `purge_before` also forgets the nonces seen before it."""
+        async def work(connection: psycopg.AsyncConnection[Any]) -> bool:
+            try:
+                await connection.execute("INSERT INTO wsse_nonces (hospital_id, nonce, seen_at) VALUES (%s, %s, %s)",
+                                         (hospital_id, nonce, seen_at))
+            except psycopg.errors.UniqueViolation:
+                return False
+            if purge_before is not None:
+                await connection.execute("DELETE FROM wsse_nonces WHERE seen_at < %s", (purge_before,))
+            return True
+
+        return await self._run(work)
+
+    async def add_exchange(self, values: dict[str, Any]) -> None:
+        async def work(connection: psycopg.AsyncConnection[Any]) -> None:
+            await connection.execute(ADD_EXCHANGE, values)
+
+        await self._run(work)
+
+
+def async_bookkeeping_for(engine: Engine, *, size: int) -> AsyncBookkeeping | None:
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return AsyncBookkeeping(engine.url.render_as_string(hide_password=False), size=size)
+    return None
