@@ -26,6 +26,8 @@ from typing import Any
 
 from lxml import etree
 
+from settlement.soap.xmlsafe import safe_parser
+
 LISTS = frozenset({"lines", "categories", "payers", "problems", "entries", "items"})
 OMITTED = frozenset({"trace"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -35,18 +37,26 @@ def to_json(element: etree._Element) -> Any:
     """The JSON value an element of the canonical request spells."""
     children = list(element.iterchildren(etree.Element))  # elements only, filtered in C
     if not children:
-        if _local_name(element.tag) in LISTS:
-            return []
-        return element.text or ""
+        return [] if _local_name(element.tag) in LISTS else (element.text or "")
     names = [_local_name(child.tag) for child in children]
     if names.count("item") == len(names):
         return [to_json(child) for child in children]
     result: dict[str, Any] = {}
     for name, child in zip(names, children, strict=True):
-        key = child.get("key") if name == "entry" else name
-        if key is None or (not len(child) and not child.text and name not in LISTS):
-            continue  # an empty leaf is an absent field
-        result[key] = to_json(child)
+        if name == "entry":
+            key = child.get("key")
+            if key is None:
+                continue
+        else:
+            key = name
+        # Leaves (most elements) are read here rather than by a call each.
+        if len(child):
+            result[key] = to_json(child)
+        elif name in LISTS:
+            result[key] = []
+        elif child.text:
+            result[key] = child.text
+        # an empty leaf is an absent field
     return result
 
 
@@ -65,31 +75,55 @@ def _is_name(key: str) -> bool:
     return _NAME.match(key) is not None
 
 
-def fill(element: etree._Element, value: Any) -> None:
-    sub = etree.SubElement
+def _escaped(text: str) -> str:
+    """Character data as XML text; a carriage return is kept (a parser would turn a raw one into a newline)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return text
+
+
+def _attribute(text: str) -> str:
+    """An attribute value in double quotes; white space kept (a parser would normalise raw tabs and newlines)."""
+    return _escaped(text).replace('"', "&quot;").replace("\t", "&#9;").replace("\n", "&#10;")
+
+
+def write(parts: list[str], value: Any) -> None:
+    """Append the canonical XML of a JSON value (an element's content) to `parts`."""
     if isinstance(value, dict):
         for key, item in value.items():
             name = str(key)
             if name in OMITTED:
                 continue
-            child = sub(element, name) if _is_name(name) else sub(element, "entry", key=name)
-            if isinstance(item, str):
-                child.text = item
+            if _is_name(name):
+                opening, closing = f"<{name}>", f"</{name}>"
             else:
-                fill(child, item)
+                opening, closing = f'<entry key="{_attribute(name)}">', "</entry>"
+            if isinstance(item, str):
+                parts.append(f"{opening}{_escaped(item)}{closing}")
+            else:
+                parts.append(opening)
+                write(parts, item)
+                parts.append(closing)
     elif isinstance(value, list):
         for item in value:
-            child = sub(element, "item")
             if isinstance(item, str):
-                child.text = item
+                parts.append(f"<item>{_escaped(item)}</item>")
             else:
-                fill(child, item)
+                parts.append("<item>")
+                write(parts, item)
+                parts.append("</item>")
     elif value is None:
         return
     elif isinstance(value, bool):
-        element.text = "true" if value else "false"
+        parts.append("true" if value else "false")
     else:
-        element.text = str(value)
+        parts.append(_escaped(str(value)))
 
 
 # Fund groups by the national fund codes (domain.md): what legacy replies report as one amount each.
@@ -126,16 +160,24 @@ def result_xml(operation: str, status: int, body: dict[str, Any], replayed: bool
     Besides the REST reply it holds `<derived>` sums (see `derived`) and, when given, the canonical `<request>`,
     so that a dialect can echo what its replies traditionally repeat (message id, name, visit number).
     """
-    root = etree.Element("error" if status >= 400 else "result", operation=operation, status=str(status),
-                         replayed="true" if replayed else "false")
-    fill(root, body)
+    # Written as text and parsed once, in C: several times faster than building the tree node by node.
+    name = "error" if status >= 400 else "result"
+    parts = [f'<{name} operation="{_attribute(operation)}" status="{status}" '
+             f'replayed="{"true" if replayed else "false"}">']
+    write(parts, body)
     extra = derived(body) if status < 400 else {}
     if extra:
-        fill(etree.SubElement(root, "derived"), extra)
+        parts.append("<derived>")
+        write(parts, extra)
+        parts.append("</derived>")
     if request is not None:
         # The echo is for what replies traditionally repeat (ids, names), not for the bill's lines.
         claim = request.get("claim")
         echo = {**request, "claim": {k: v for k, v in claim.items() if k != "lines"}} \
             if isinstance(claim, dict) else request
-        fill(etree.SubElement(root, "request"), echo)
-    return root
+        parts.append("<request>")
+        write(parts, echo)
+        parts.append("</request>")
+    parts.append(f"</{name}>")
+    # Our own text, every value escaped; still parsed by the hardened parser, like every document here.
+    return etree.fromstring("".join(parts).encode("utf-8"), safe_parser())

@@ -359,10 +359,43 @@ def masked_request(exchange: _Exchange) -> str:
     return mask(text, exchange.names, personal)
 
 
+# On the text's UTF-8 bytes (where ASCII stays ASCII and nothing else is an ASCII byte), every digit as "0" and
+# nothing else as "0": runs of digits are then found with bytes.find, in C.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_ID_NUMBER_BYTES = re.compile(_ID_NUMBER.pattern.encode("ascii"))
+_RUN = b"0" * 17
+
+
+def mask_id_numbers(text: str) -> str:
+    """`_ID_NUMBER` matches masked, found in a few C passes instead of one regular-expression attempt at every
+    position (an envelope is mostly digits: amounts, codes, dates): a match begins a run of at least 17 digits
+    (its left edge is not alphanumeric), so only the start of each such run is tried."""
+    data = text.encode("utf-8", "surrogatepass")
+    zeros = data.translate(_DIGITS_AS_ZERO)
+    start = zeros.find(_RUN)
+    if start == -1:
+        return text
+    parts: list[bytes] = []
+    last = 0
+    while start != -1:
+        match = _ID_NUMBER_BYTES.match(data, start)
+        if match is not None:
+            parts += [data[last:start], mask_id_number(match.group(0).decode("ascii")).encode("ascii")]
+            last = match.end()
+        end = start + 17
+        while end < len(zeros) and zeros[end] == 0x30:  # to the end of this run of digits
+            end += 1
+        start = zeros.find(_RUN, end)
+    if not parts:
+        return text
+    parts.append(data[last:])
+    return b"".join(parts).decode("utf-8", "surrogatepass")
+
+
 def mask(text: str, names: set[str], personal: re.Pattern[str] | None = None) -> str:
     """A serialised envelope with ID numbers, known names, passwords, nonces and the text of the dialect's
     personal elements masked (in plain and in escaped inner XML alike)."""
-    text = _ID_NUMBER.sub(lambda match: mask_id_number(match.group(0)), text)
+    text = mask_id_numbers(text)
     for name in names:
         if name:
             text = text.replace(name, mask_name(name))
