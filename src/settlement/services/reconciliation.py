@@ -40,19 +40,21 @@ Fetch = Callable[[PayerConfig, date, str, Path], list[StatementLine]]
 Progress = Callable[[str], None]
 
 # The engine's side of a day: what the ledger paid per (settlement, entry, fund), paid amounts only, with the
-# ledger's hospital id (its code is looked up only for the rows that need it). Each branch joins settlements for
-# the public id on its own, so that the day's settlement entries reach the join as a plain join of two tables.
-_ENGINE_KEYED = """
-    -- a settlement or a reversal has one entry per fund: no grouping needed
+# ledger's hospital id (its code is looked up only for the rows that need it). A settlement or a reversal has
+# one entry per fund, so those need no grouping; corrections of one settlement and fund on one day are reported
+# as their sum. The correction branch is left out on a day without corrections (most days: finding that out is
+# one probe of their partial index, revision 0005), so that the day's entries reach the join as a plain join of
+# two tables, without the cost of an append over two branches.
+_ENGINE_ENTRIES = """
     SELECT s.public_id AS settlement_id,
            CASE WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
            l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS amount_fen, l.created_at AS occurred_at
     FROM ledger_entries l JOIN settlements s ON s.id = l.settlement_id
     WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
       AND l.correction_id IS NULL AND l.paid_fen <> 0
-    UNION ALL
-    -- corrections of one settlement and fund on one day are reported as their sum (found by their own partial
-    -- index, revision 0005; the sum stays an integer, so the join compares integers, not numerics)
+"""
+# (the sum stays an integer, so that the join compares integers, not numerics)
+_ENGINE_CORRECTIONS = """
     SELECT s.public_id, 'correction', c.fund, c.hospital_id, c.amount_fen, c.occurred_at
     FROM (
         SELECT l.settlement_id AS settlement_id, l.fund AS fund, l.hospital_id AS hospital_id,
@@ -63,16 +65,26 @@ _ENGINE_KEYED = """
         HAVING SUM(l.paid_fen) <> 0
     ) c JOIN settlements s ON s.id = c.settlement_id
 """
+_ENGINE_KEYED = _ENGINE_ENTRIES + "    UNION ALL" + _ENGINE_CORRECTIONS
 _ENGINE = f"""
     SELECT keyed.settlement_id AS settlement_id, keyed.entry_kind AS entry_kind, keyed.fund AS fund,
            h.code AS hospital_code, keyed.amount_fen AS amount_fen, keyed.occurred_at AS occurred_at
     FROM ({_ENGINE_KEYED}) keyed JOIN hospitals h ON h.id = keyed.hospital_id
 """  # noqa: S608 - composed of constant SQL only
 
+_HAS_CORRECTIONS = text("""
+    SELECT COUNT(*) FROM (
+        SELECT 1 FROM ledger_entries l
+        WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
+        LIMIT 1
+    ) found
+""").bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
+                bindparam("high", type_=Timestamp))
+
 # The engine's totals per fund and hospital, counted over the same keys as the details (settlement, entry, fund),
 # so that a statement equal to the ledger's side agrees in every count as well as every sum. The ledger alone:
 # no public ids are needed to count.
-_ENGINE_TOTALS = text("""
+_ENGINE_TOTALS_SQL = """
     /* reconciliation: engine totals */
     SELECT per_hospital.fund, h.code, per_hospital.entries, per_hospital.paid FROM (
         SELECT keyed.fund AS fund, keyed.hospital_id AS hospital_id, COUNT(*) AS entries, SUM(keyed.paid) AS paid
@@ -81,17 +93,24 @@ _ENGINE_TOTALS = text("""
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
               AND l.correction_id IS NULL AND l.paid_fen <> 0
+            {corrections}
+        ) keyed
+        GROUP BY keyed.fund, keyed.hospital_id
+    ) per_hospital JOIN hospitals h ON h.id = per_hospital.hospital_id
+"""
+_ENGINE_TOTALS_CORRECTIONS = """
             UNION ALL
             SELECT l.fund, l.hospital_id, SUM(l.paid_fen)
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
             GROUP BY l.settlement_id, l.fund, l.hospital_id
             HAVING SUM(l.paid_fen) <> 0
-        ) keyed
-        GROUP BY keyed.fund, keyed.hospital_id
-    ) per_hospital JOIN hospitals h ON h.id = per_hospital.hospital_id
-""").bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
+"""
+_ENGINE_TOTALS = {
+    corrections: text(_ENGINE_TOTALS_SQL.format(corrections=_ENGINE_TOTALS_CORRECTIONS if corrections else ""))
+    .bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
                 bindparam("high", type_=Timestamp))
+    for corrections in (False, True)}
 
 # The payer's side of the run, one row per (settlement, entry, fund). A statement whose keys are all distinct
 # (checked while it is stored) is read as stored; one that repeats a key is summed per key first, and its
@@ -143,14 +162,14 @@ _DETAILS_SQL = """
 """
 
 
-def _details(payer_side: str) -> Any:
-    return text(_DETAILS_SQL.format(engine=_ENGINE_KEYED, payer=payer_side)).bindparams(
-        bindparam("funds", expanding=True), bindparam("groups", expanding=True),
-        *(bindparam(name, type_=Timestamp) for name in ("low", "high", "late", "now")))
-
-
-_DETAILS_AS_STORED = _details(_PAYER_AS_STORED)
-_DETAILS_SUMMED = _details(_PAYER_SUMMED)
+# The details statement for (a statement whose keys are distinct, a day with corrections).
+_DETAILS = {
+    (distinct, corrections): text(_DETAILS_SQL.format(
+        engine=_ENGINE_KEYED if corrections else _ENGINE_ENTRIES,
+        payer=_PAYER_AS_STORED if distinct else _PAYER_SUMMED)).bindparams(
+            bindparam("funds", expanding=True), bindparam("groups", expanding=True),
+            *(bindparam(name, type_=Timestamp) for name in ("low", "high", "late", "now")))
+    for distinct in (False, True) for corrections in (False, True)}
 
 # Timing, for the few rows found: a payer-only row the ledger has on an adjacent day (found through the
 # settlement's public id, by index), and an engine-only row the payer reported on an adjacent day.
@@ -319,19 +338,30 @@ class Reconciler:
         low, high = day_bounds(day)
         now = self.context.clock()
         funds = list(payer.funds)
+        # The statement as received is stored in a transaction of its own, durable before it is compared (a run
+        # that fails later keeps it, and a rerun replaces it); its totals are counted on the way.
+        with self.context.uow() as tx:
+            connection = tx.session.connection()
+            connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
+            tally = _insert_statement(connection, run_id, lines)
+            postgres = connection.dialect.name == "postgresql"
+            tx.commit()
+        if postgres:
+            # Fresh statistics, or the planner takes a million fresh rows for a few thousand and spills. After the
+            # commit, so that reading every page of the new rows also sets their hint bits once (else the first
+            # statement to read them does it, and writes each page again).
+            with self.context.uow() as tx:
+                tx.session.connection().execute(text("ANALYZE statement_rows"))
+                tx.commit()
+        say("totals per fund and hospital")
         with self.context.uow() as tx:
             connection = tx.session.connection()
             if connection.dialect.name == "postgresql":
                 # JIT compiling the day's big statements costs more than it saves at this size.
                 connection.execute(text("SET LOCAL jit = off"))
-            connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
-            tally = _insert_statement(connection, run_id, lines)
-            if connection.dialect.name == "postgresql":
-                # Fresh statistics, or the planner takes a million fresh rows for a few thousand and spills.
-                connection.execute(text("ANALYZE statement_rows"))
-            say("totals per fund and hospital")
             params = {"low": low, "high": high, "funds": funds, "run": run_id}
-            engine_totals = _sums(connection.execute(_ENGINE_TOTALS, params))
+            corrections = bool(connection.execute(_HAS_CORRECTIONS, params).scalar_one())
+            engine_totals = _sums(connection.execute(_ENGINE_TOTALS[corrections], params))
             # The payer's totals were counted while its rows were stored, unless the statement repeats a key.
             distinct = tally.distinct_keys()
             payer_totals = tally.totals() if distinct else _sums(connection.execute(_PAYER_TOTALS_SUMMED, params))
@@ -349,7 +379,7 @@ class Reconciler:
                                     "AND status = 'open'"), {"run": run_id})
             if differing:
                 say(f"details for {len(differing)} fund and hospital groups whose totals differ")
-                connection.execute(_DETAILS_AS_STORED if distinct else _DETAILS_SUMMED, {
+                connection.execute(_DETAILS[(distinct, corrections)], {
                     "run": run_id, "payer": payer.code, "day": day, "low": low, "high": high,
                     "late": high - self.timing_window, "funds": funds, "groups": differing, "now": now})
                 connection.execute(_TIMING_PAYER_ONLY, {
@@ -405,11 +435,12 @@ class Reconciler:
 
 class StatementTally:
     """What the statement's rows add up to, counted while they are stored (they pass through Python anyway): per
-    (fund, hospital, entry kind) the rows, their sum and the settlement ids seen, so that the keys can be checked
-    for repeats and, when none repeats, the payer's totals need no query."""
+    (fund, hospital, entry kind) the rows and their sum, and per (fund, entry kind) the settlement ids seen, so
+    that the keys can be checked for repeats and, when none repeats, the payer's totals need no query."""
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str, str], _Group] = {}
+        self.ids: dict[tuple[str, str], set[str]] = {}  # per (fund, entry kind), under any hospital
 
     def rows(self, run_id: int, lines: list[StatementLine]) -> Iterator[tuple[Any, ...]]:
         """The rows to store (run, line number from 1, the line's fields), counted as they go."""
@@ -419,7 +450,7 @@ class StatementTally:
             key = (line.fund, line.hospital_code, line.entry_kind)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group()
+                group = groups[key] = _Group(self.ids.setdefault((line.fund, line.entry_kind), set()))
             group.count += 1
             group.fen += fen
             group.ids.add(line.settlement_id)
@@ -428,14 +459,10 @@ class StatementTally:
 
     def distinct_keys(self) -> bool:
         """Whether no (settlement, entry kind, fund) occurs twice in the statement (under one hospital or two)."""
-        ids: dict[tuple[str, str], set[str]] = {}
         rows: dict[tuple[str, str], int] = {}
         for (fund, _, kind), group in self.groups.items():
-            if len(group.ids) != group.count:
-                return False
-            ids.setdefault((fund, kind), set()).update(group.ids)
             rows[(fund, kind)] = rows.get((fund, kind), 0) + group.count
-        return all(len(ids[key]) == count for key, count in rows.items())
+        return all(len(self.ids[key]) == count for key, count in rows.items())
 
     def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(rows, fen) per (fund, hospital): the payer's totals when its keys are distinct."""
@@ -454,10 +481,10 @@ def _sums(rows: Iterable[Any]) -> dict[tuple[str, str], tuple[int, int]]:
 class _Group:
     __slots__ = ("count", "fen", "ids")
 
-    def __init__(self) -> None:
+    def __init__(self, ids: set[str]) -> None:
         self.count = 0
         self.fen = 0
-        self.ids: set[str] = set()
+        self.ids = ids  # shared by the groups of one (fund, entry kind)
 
 
 _STATEMENT_COLUMNS = ("run_id", "line", "settlement_id", "entry_kind", "fund", "hospital_code", "amount_fen",
