@@ -1,13 +1,16 @@
 """Reconciling a business day (Asia/Shanghai) of the ledger with a payer's statement, and the finance workflow.
 
 A run is one record per (payer, business date). Claiming it is one conditional UPDATE, so of two runs started at
-once exactly one works and the other reports the run in progress; running it again recomputes into the same
-record (no duplicate discrepancies). The comparison is set-based SQL over the whole day: totals per fund and
-hospital first, then, only where totals differ, one full outer join of the ledger's entries with the statement's
-rows on (settlement, entry, fund). Discrepancy kinds follow the national detail reconciliation (3202): 1 payer
-only, 2 engine only, 3 amounts differ; a row whose other side sits on the adjacent business day is flagged as a
-cross-midnight timing difference, and a pair of such rows (late on one side, next day on the other) is resolved
-as timing automatically.
+once exactly one works and the other reports the run in progress; running it again recomputes into the same record
+(no duplicate discrepancies). The payer's statement is stored first, in a transaction of its own (binary COPY on
+PostgreSQL), and counted as its rows pass: its totals per fund and hospital and whether any key repeats. The
+comparison is then set-based SQL over the whole day: totals per fund and hospital first (the ledger's from the
+ledger alone; the statement's as counted, or summed per key in SQL when a key repeats), then, only where totals
+differ, one full outer join of the ledger's entries with the statement's rows on (settlement, entry, fund), the
+statement's rows read as stored when its keys are distinct. Discrepancy kinds follow the national detail
+reconciliation (3202): 1 payer only, 2 engine only, 3 amounts differ; a row whose other side sits on the adjacent
+business day is flagged as a cross-midnight timing difference, and a pair of such rows (late on one side, next day
+on the other) is resolved as timing automatically.
 """
 
 from __future__ import annotations
