@@ -372,6 +372,7 @@ def one_round(reconciler: Reconciler, traces: list[Trace], database_url: str, pr
               before_compare: tuple[str, ...]) -> dict[str, Any]:
     trace = Trace(before_compare=before_compare)
     traces.append(trace)
+    load_before = os.getloadavg()[0]
     trace.started = time.perf_counter()
     result = reconciler.run(PAYER.code, DAY, trace.say)
     ended = time.perf_counter()
@@ -394,6 +395,7 @@ def one_round(reconciler: Reconciler, traces: list[Trace], database_url: str, pr
     figures["finish"] = figures["compare"] - sum(figures[name] for name in (
         "before compare", "engine totals", "payer totals", "details", "timing"))
     figures["baseline"], figures["baseline_found"] = baseline(database_url, result.run_id)
+    figures["load"] = (load_before, os.getloadavg()[0])  # the machine's 1-minute load, before the run and after it
     figures["copy floor"] = copy_floor(database_url, prepared.lines)
     figures["check"] = check(database_url, result.run_id, prepared)
     return figures
@@ -407,7 +409,8 @@ def report(number: int, rows: int, figures: dict[str, Any]) -> None:
     run, storing, compare, base = figures["run"], figures["storing"], figures["compare"], figures["baseline"]
     extra = f"experiment {figures['before compare']:.2f} + " if figures["trace"].before_compare else ""
     payer_totals = f" + payer totals {figures['payer totals']:.2f}" if figures["payer totals"] else ""
-    print(f"round {number}: rows {rows:,}")
+    print(f"round {number}: rows {rows:,}; load average (1 min) {figures['load'][0]:.2f} before the run, "
+          f"{figures['load'][1]:.2f} after the baseline (anything else running on the machine shows here)")
     print(f"  (a) whole run {run:.2f} s, target under {TARGET_SECONDS:.0f} s: {verdict(run < TARGET_SECONDS)}; "
           f"= claim and fetch handed over {figures['claim and fetch']:.2f} + storing the statement {storing:.2f} "
           f"+ reconciliation {compare:.2f}")
