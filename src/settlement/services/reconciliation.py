@@ -438,34 +438,37 @@ class Reconciler:
 
 class StatementTally:
     """What the statement's rows add up to, counted while they are stored (they pass through Python anyway): per
-    (fund, hospital, entry kind) the rows and their sum, and per (fund, entry kind) the settlement ids seen, so
-    that the keys can be checked for repeats and, when none repeats, the payer's totals need no query."""
+    (fund, hospital, entry kind) the rows and their sum, and whether any (settlement, entry kind, fund) repeats,
+    under one hospital or two; when none repeats, the payer's totals need no query."""
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str, str], _Group] = {}
-        self.ids: dict[tuple[str, str], set[str]] = {}  # per (fund, entry kind), under any hospital
+        self.distinct = True
 
     def rows(self, run_id: int, lines: list[StatementLine]) -> Iterator[tuple[Any, ...]]:
         """The rows to store (run, line number from 1, the line's fields), counted as they go."""
         groups = self.groups
+        ids: dict[tuple[str, str], set[str]] = {}  # the settlement ids seen per (fund, entry kind)
         for number, line in enumerate(lines, 1):
             fen = line.amount_fen
             key = (line.fund, line.hospital_code, line.entry_kind)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(self.ids.setdefault((line.fund, line.entry_kind), set()))
+                group = groups[key] = _Group(ids.setdefault((line.fund, line.entry_kind), set()))
             group.count += 1
             group.fen += fen
             group.ids.add(line.settlement_id)
             yield (run_id, number, line.settlement_id, line.entry_kind, line.fund, line.hospital_code, fen,
                    line.occurred_at)
+        rows: dict[tuple[str, str], int] = {}
+        for (fund, _, kind), group in groups.items():
+            rows[(fund, kind)] = rows.get((fund, kind), 0) + group.count
+            group.ids = set()  # done with: a million-entry set is traversed by every garbage collection
+        self.distinct = all(len(ids[key]) == count for key, count in rows.items())
 
     def distinct_keys(self) -> bool:
-        """Whether no (settlement, entry kind, fund) occurs twice in the statement (under one hospital or two)."""
-        rows: dict[tuple[str, str], int] = {}
-        for (fund, _, kind), group in self.groups.items():
-            rows[(fund, kind)] = rows.get((fund, kind), 0) + group.count
-        return all(len(self.ids[key]) == count for key, count in rows.items())
+        """Whether no (settlement, entry kind, fund) occurs twice in the statement (once its rows are stored)."""
+        return self.distinct
 
     def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(rows, fen) per (fund, hospital): the payer's totals when its keys are distinct."""
@@ -487,7 +490,7 @@ class _Group:
     def __init__(self, ids: set[str]) -> None:
         self.count = 0
         self.fen = 0
-        self.ids = ids  # shared by the groups of one (fund, entry kind)
+        self.ids = ids  # shared by the groups of one (fund, entry kind) while the rows are counted
 
 
 _STATEMENT_COLUMNS = ("run_id", "line", "settlement_id", "entry_kind", "fund", "hospital_code", "amount_fen",
