@@ -103,7 +103,7 @@ _ENGINE_TOTALS_SQL = """
 """
 _ENGINE_TOTALS_CORRECTIONS = """
             UNION ALL
-            SELECT l.fund, l.hospital_id, SUM(l.paid_fen)
+            SELECT l.fund, l.hospital_id, CAST(SUM(l.paid_fen) AS BIGINT)
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
             GROUP BY l.settlement_id, l.fund, l.hospital_id
