@@ -355,8 +355,10 @@ class StatementRow(Base):
     """A payer's statement of a business date, as received (replaced when the run is repeated)."""
 
     __tablename__ = "statement_rows"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(BigId, index=True)  # no foreign key: rows are replaced by the million
+    # The key is the run and the row's position in the statement (from 1): one index, which every query by run
+    # uses, and no sequence (revision 0005). No foreign key: a run's rows are replaced by the million.
+    run_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     settlement_id: Mapped[str] = mapped_column(String(32))  # the engine's public settlement id
     entry_kind: Mapped[str] = mapped_column(String(16))  # settlement | reversal | correction
     fund: Mapped[str] = mapped_column(String(6))

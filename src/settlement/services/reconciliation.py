@@ -1,13 +1,16 @@
 """Reconciling a business day (Asia/Shanghai) of the ledger with a payer's statement, and the finance workflow.
 
 A run is one record per (payer, business date). Claiming it is one conditional UPDATE, so of two runs started at
-once exactly one works and the other reports the run in progress; running it again recomputes into the same
-record (no duplicate discrepancies). The comparison is set-based SQL over the whole day: totals per fund and
-hospital first, then, only where totals differ, one full outer join of the ledger's entries with the statement's
-rows on (settlement, entry, fund). Discrepancy kinds follow the national detail reconciliation (3202): 1 payer
-only, 2 engine only, 3 amounts differ; a row whose other side sits on the adjacent business day is flagged as a
-cross-midnight timing difference, and a pair of such rows (late on one side, next day on the other) is resolved
-as timing automatically.
+once exactly one works and the other reports the run in progress; running it again recomputes into the same record
+(no duplicate discrepancies). The payer's statement is stored first, in a transaction of its own (binary COPY on
+PostgreSQL), and counted as its rows pass: its totals per fund and hospital and whether any key repeats. The
+comparison is then set-based SQL over the whole day: totals per fund and hospital first (the ledger's from the
+ledger alone; the statement's as counted, or summed per key in SQL when a key repeats), then, only where totals
+differ, one full outer join of the ledger's entries with the statement's rows on (settlement, entry, fund), the
+statement's rows read as stored when its keys are distinct. Discrepancy kinds follow the national detail
+reconciliation (3202): 1 payer only, 2 engine only, 3 amounts differ; a row whose other side sits on the adjacent
+business day is flagged as a cross-midnight timing difference, and a pair of such rows (late on one side, next day
+on the other) is resolved as timing automatically.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -39,78 +42,119 @@ STALE_RUN = timedelta(hours=2)  # a run "running" for longer than this crashed: 
 Fetch = Callable[[PayerConfig, date, str, Path], list[StatementLine]]
 Progress = Callable[[str], None]
 
-# The engine's side of a day: what the ledger paid per (settlement, entry, fund), paid amounts only.
-_ENGINE = """
-    SELECT s.public_id AS settlement_id, keyed.entry_kind AS entry_kind, keyed.fund AS fund,
-           h.code AS hospital_code, keyed.amount_fen AS amount_fen, keyed.occurred_at AS occurred_at
+# The engine's side of a day: what the ledger paid per (settlement, entry, fund), paid amounts only, with the
+# ledger's hospital id (its code is looked up only for the rows that need it). A settlement or a reversal has
+# one entry per fund, so those need no grouping; corrections of one settlement and fund on one day are reported
+# as their sum. The correction branch is left out on a day without corrections (most days: finding that out is
+# one probe of their partial index, revision 0005), so that the day's entries reach the join as a plain join of
+# two tables, without the cost of an append over two branches.
+_ENGINE_ENTRIES = """
+    SELECT s.public_id AS settlement_id,
+           CASE WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
+           l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS amount_fen, l.created_at AS occurred_at
+    FROM ledger_entries l JOIN settlements s ON s.id = l.settlement_id
+    WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
+      AND l.correction_id IS NULL AND l.paid_fen <> 0
+"""
+# (the sum stays an integer, so that the join compares integers, not numerics)
+_ENGINE_CORRECTIONS = """
+    SELECT s.public_id, 'correction', c.fund, c.hospital_id, c.amount_fen, c.occurred_at
     FROM (
-        -- a settlement or a reversal has one entry per fund: no grouping needed
-        SELECT l.settlement_id AS settlement_id,
-               CASE WHEN l.reversal_id IS NOT NULL THEN 'reversal' ELSE 'settlement' END AS entry_kind,
-               l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS amount_fen, l.created_at AS occurred_at
+        SELECT l.settlement_id AS settlement_id, l.fund AS fund, l.hospital_id AS hospital_id,
+               CAST(SUM(l.paid_fen) AS BIGINT) AS amount_fen, MIN(l.created_at) AS occurred_at
         FROM ledger_entries l
-        WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds
-          AND l.correction_id IS NULL AND l.paid_fen <> 0
-        UNION ALL
-        -- corrections of one settlement and fund on one day are reported as their sum
-        SELECT l.settlement_id, 'correction', l.fund, l.hospital_id, SUM(l.paid_fen), MIN(l.created_at)
-        FROM ledger_entries l
-        WHERE l.created_at >= {low} AND l.created_at < {high} AND l.fund IN :funds AND l.correction_id IS NOT NULL
+        WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
         GROUP BY l.settlement_id, l.fund, l.hospital_id
         HAVING SUM(l.paid_fen) <> 0
-    ) keyed
-    JOIN settlements s ON s.id = keyed.settlement_id
-    JOIN hospitals h ON h.id = keyed.hospital_id
+    ) c JOIN settlements s ON s.id = c.settlement_id
 """
+_ENGINE_KEYED = _ENGINE_ENTRIES + "    UNION ALL" + _ENGINE_CORRECTIONS
+_ENGINE = f"""
+    SELECT keyed.settlement_id AS settlement_id, keyed.entry_kind AS entry_kind, keyed.fund AS fund,
+           h.code AS hospital_code, keyed.amount_fen AS amount_fen, keyed.occurred_at AS occurred_at
+    FROM ({_ENGINE_KEYED}) keyed JOIN hospitals h ON h.id = keyed.hospital_id
+"""  # noqa: S608 - composed of constant SQL only
 
-# Totals per fund and hospital, counted over the same keys as the details (settlement, entry, fund), so that a
-# statement equal to the ledger's side agrees in every count as well as every sum.
-_TOTALS = text("""
-    SELECT fund, hospital_code, SUM(engine_count), SUM(engine_fen), SUM(payer_count), SUM(payer_fen) FROM (
-        SELECT keyed.fund AS fund, h.code AS hospital_code, COUNT(*) AS engine_count, SUM(keyed.paid) AS engine_fen,
-               0 AS payer_count, 0 AS payer_fen
+_HAS_CORRECTIONS = text("""
+    SELECT COUNT(*) FROM (
+        SELECT 1 FROM ledger_entries l
+        WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
+        LIMIT 1
+    ) found
+""").bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
+                bindparam("high", type_=Timestamp))
+
+# The engine's totals per fund and hospital, counted over the same keys as the details (settlement, entry, fund),
+# so that a statement equal to the ledger's side agrees in every count as well as every sum. The ledger alone:
+# no public ids are needed to count.
+_ENGINE_TOTALS_SQL = """
+    /* reconciliation: engine totals */
+    SELECT per_hospital.fund, h.code, per_hospital.entries, per_hospital.paid FROM (
+        SELECT keyed.fund AS fund, keyed.hospital_id AS hospital_id, COUNT(*) AS entries, SUM(keyed.paid) AS paid
         FROM (
             SELECT l.fund AS fund, l.hospital_id AS hospital_id, l.paid_fen AS paid
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds
               AND l.correction_id IS NULL AND l.paid_fen <> 0
+            {corrections}
+        ) keyed
+        GROUP BY keyed.fund, keyed.hospital_id
+    ) per_hospital JOIN hospitals h ON h.id = per_hospital.hospital_id
+"""
+_ENGINE_TOTALS_CORRECTIONS = """
             UNION ALL
-            SELECT l.fund, l.hospital_id, SUM(l.paid_fen)
+            SELECT l.fund, l.hospital_id, CAST(SUM(l.paid_fen) AS BIGINT)
             FROM ledger_entries l
             WHERE l.created_at >= :low AND l.created_at < :high AND l.fund IN :funds AND l.correction_id IS NOT NULL
             GROUP BY l.settlement_id, l.fund, l.hospital_id
             HAVING SUM(l.paid_fen) <> 0
-        ) keyed JOIN hospitals h ON h.id = keyed.hospital_id
-        GROUP BY keyed.fund, h.code
-        UNION ALL
-        SELECT fund, hospital_code, 0, 0, COUNT(*), SUM(amount) FROM (
-            SELECT fund, MIN(hospital_code) AS hospital_code, SUM(amount_fen) AS amount FROM statement_rows
-            WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
-        ) payer_rows GROUP BY fund, hospital_code
-    ) sides
-    GROUP BY fund, hospital_code ORDER BY fund, hospital_code
-""").bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
+"""
+_ENGINE_TOTALS = {
+    corrections: text(_ENGINE_TOTALS_SQL.format(corrections=_ENGINE_TOTALS_CORRECTIONS if corrections else ""))
+    .bindparams(bindparam("funds", expanding=True), bindparam("low", type_=Timestamp),
                 bindparam("high", type_=Timestamp))
+    for corrections in (False, True)}
 
-_DETAILS_SQL = f"""
-    WITH engine AS ({_ENGINE.format(low=":low", high=":high")}),
-    payer AS (
-        SELECT settlement_id, entry_kind, fund, MIN(hospital_code) AS hospital_code, SUM(amount_fen) AS amount_fen
-        FROM statement_rows WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
-    )
+# The payer's side of the run, one row per (settlement, entry, fund). A statement whose keys are all distinct
+# (checked while it is stored) is read as stored; one that repeats a key is summed per key first, and its
+# totals are then counted here over the summed rows (as the details see them).
+_PAYER_AS_STORED = """
+    SELECT settlement_id, entry_kind, fund, hospital_code, amount_fen FROM statement_rows WHERE run_id = :run
+"""
+_PAYER_SUMMED = """
+    SELECT settlement_id, entry_kind, fund, MIN(hospital_code) AS hospital_code,
+           CAST(SUM(amount_fen) AS BIGINT) AS amount_fen
+    FROM statement_rows WHERE run_id = :run GROUP BY settlement_id, entry_kind, fund
+"""
+_PAYER_TOTALS_SUMMED = text(f"""
+    /* reconciliation: payer totals */
+    SELECT payer_rows.fund, payer_rows.hospital_code, COUNT(*), SUM(payer_rows.amount_fen)
+    FROM ({_PAYER_SUMMED}) payer_rows GROUP BY payer_rows.fund, payer_rows.hospital_code
+""")  # noqa: S608 - composed of constant SQL only
+
+# The details: one full outer join of the two sides, keeping the rows that differ; only then are their hospital
+# codes looked up and their groups checked against those whose totals differ.
+_DETAILS_SQL = """
+    WITH engine AS ({engine}),
+    payer AS ({payer})
     INSERT INTO discrepancies (run_id, payer, business_date, kind, timing, settlement_id, entry_kind, fund,
                                hospital_code, engine_fen, payer_fen, created_at, status)
     SELECT :run, :payer, :day,
-           CASE WHEN e.settlement_id IS NULL THEN 'payer_only' WHEN p.settlement_id IS NULL THEN 'engine_only'
+           CASE WHEN d.engine_id IS NULL THEN 'payer_only' WHEN d.payer_id IS NULL THEN 'engine_only'
                 ELSE 'amount_differs' END,
-           CASE WHEN p.settlement_id IS NULL THEN e.occurred_at >= :late ELSE false END,
-           COALESCE(e.settlement_id, p.settlement_id), COALESCE(e.entry_kind, p.entry_kind),
-           COALESCE(e.fund, p.fund), COALESCE(e.hospital_code, p.hospital_code),
-           e.amount_fen, p.amount_fen, :now, 'open'
-    FROM engine e FULL OUTER JOIN payer p
-      ON e.settlement_id = p.settlement_id AND e.entry_kind = p.entry_kind AND e.fund = p.fund
-    WHERE (e.settlement_id IS NULL OR p.settlement_id IS NULL OR e.amount_fen <> p.amount_fen)
-      AND (COALESCE(e.fund, p.fund) || '/' || COALESCE(e.hospital_code, p.hospital_code)) IN :groups
+           CASE WHEN d.payer_id IS NULL THEN d.occurred_at >= :late ELSE false END,
+           COALESCE(d.engine_id, d.payer_id), d.entry_kind, d.fund, COALESCE(h.code, d.payer_hospital),
+           d.engine_fen, d.payer_fen, :now, 'open'
+    FROM (
+        SELECT e.settlement_id AS engine_id, p.settlement_id AS payer_id,
+               COALESCE(e.entry_kind, p.entry_kind) AS entry_kind, COALESCE(e.fund, p.fund) AS fund,
+               e.hospital_id AS hospital_id, p.hospital_code AS payer_hospital, e.amount_fen AS engine_fen,
+               p.amount_fen AS payer_fen, e.occurred_at AS occurred_at
+        FROM engine e FULL OUTER JOIN payer p
+          ON e.settlement_id = p.settlement_id AND e.entry_kind = p.entry_kind AND e.fund = p.fund
+        WHERE e.settlement_id IS NULL OR p.settlement_id IS NULL OR e.amount_fen <> p.amount_fen
+    ) d LEFT JOIN hospitals h ON h.id = d.hospital_id
+    WHERE (d.fund || '/' || COALESCE(h.code, d.payer_hospital)) IN :groups
     ON CONFLICT (run_id, settlement_id, entry_kind, fund) DO UPDATE SET
         status = CASE WHEN discrepancies.status = 'cleared' THEN 'open'
                       WHEN discrepancies.engine_fen IS DISTINCT FROM excluded.engine_fen
@@ -118,9 +162,17 @@ _DETAILS_SQL = f"""
                       ELSE discrepancies.status END,
         kind = excluded.kind, timing = excluded.timing, engine_fen = excluded.engine_fen,
         payer_fen = excluded.payer_fen
-"""  # noqa: S608 - composed of constant SQL only
-_DETAILS = text(_DETAILS_SQL).bindparams(bindparam("funds", expanding=True), bindparam("groups", expanding=True),
-                *(bindparam(name, type_=Timestamp) for name in ("low", "high", "late", "now")))
+"""
+
+
+# The details statement for (a statement whose keys are distinct, a day with corrections).
+_DETAILS = {
+    (distinct, corrections): text(_DETAILS_SQL.format(
+        engine=_ENGINE_KEYED if corrections else _ENGINE_ENTRIES,
+        payer=_PAYER_AS_STORED if distinct else _PAYER_SUMMED)).bindparams(
+            bindparam("funds", expanding=True), bindparam("groups", expanding=True),
+            *(bindparam(name, type_=Timestamp) for name in ("low", "high", "late", "now")))
+    for distinct in (False, True) for corrections in (False, True)}
 
 # Timing, for the few rows found: a payer-only row the ledger has on an adjacent day (found through the
 # settlement's public id, by index), and an engine-only row the payer reported on an adjacent day.
@@ -289,22 +341,39 @@ class Reconciler:
         low, high = day_bounds(day)
         now = self.context.clock()
         funds = list(payer.funds)
+        # The statement as received is stored in a transaction of its own, durable before it is compared (a run
+        # that fails later keeps it, and a rerun replaces it); its totals are counted on the way.
+        with self.context.uow() as tx:
+            connection = tx.session.connection()
+            connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
+            tally = _insert_statement(connection, run_id, lines)
+            postgres = connection.dialect.name == "postgresql"
+            tx.commit()
+        if postgres:
+            # Fresh statistics, or the planner takes a million fresh rows for a few thousand and spills. After the
+            # commit, so that reading every page of the new rows also sets their hint bits once (else the first
+            # statement to read them does it, and writes each page again).
+            with self.context.uow() as tx:
+                tx.session.connection().execute(text("ANALYZE statement_rows"))
+                tx.commit()
+        say("totals per fund and hospital")
         with self.context.uow() as tx:
             connection = tx.session.connection()
             if connection.dialect.name == "postgresql":
                 # JIT compiling the day's big statements costs more than it saves at this size.
                 connection.execute(text("SET LOCAL jit = off"))
-            connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
-            _insert_statement(connection, run_id, lines)
-            if connection.dialect.name == "postgresql":
-                # Fresh statistics, or the planner takes a million fresh rows for a few thousand and spills.
-                connection.execute(text("ANALYZE statement_rows"))
-            say("totals per fund and hospital")
-            totals = [
-                {"fund": fund, "hospital_code": hospital, "engine_count": int(e_count or 0),
-                 "engine_fen": int(e_fen or 0), "payer_count": int(p_count or 0), "payer_fen": int(p_fen or 0)}
-                for fund, hospital, e_count, e_fen, p_count, p_fen in connection.execute(
-                    _TOTALS, {"low": low, "high": high, "funds": funds, "run": run_id})]
+            params = {"low": low, "high": high, "funds": funds, "run": run_id}
+            corrections = bool(connection.execute(_HAS_CORRECTIONS, params).scalar_one())
+            engine_totals = _sums(connection.execute(_ENGINE_TOTALS[corrections], params))
+            # The payer's totals were counted while its rows were stored, unless the statement repeats a key.
+            distinct = tally.distinct_keys()
+            payer_totals = tally.totals() if distinct else _sums(connection.execute(_PAYER_TOTALS_SUMMED, params))
+            totals: list[dict[str, Any]] = []
+            for fund, hospital in sorted(engine_totals.keys() | payer_totals.keys()):
+                engine_count, engine_fen = engine_totals.get((fund, hospital), (0, 0))
+                payer_count, payer_fen = payer_totals.get((fund, hospital), (0, 0))
+                totals.append({"fund": fund, "hospital_code": hospital, "engine_count": engine_count,
+                               "engine_fen": engine_fen, "payer_count": payer_count, "payer_fen": payer_fen})
             differing = [f"{row['fund']}/{row['hospital_code']}" for row in totals
                          if (row["engine_count"], row["engine_fen"]) != (row["payer_count"], row["payer_fen"])]
             # Discrepancies that a rerun no longer finds are cleared; those it finds again are reopened as they
@@ -313,7 +382,7 @@ class Reconciler:
                                     "AND status = 'open'"), {"run": run_id})
             if differing:
                 say(f"details for {len(differing)} fund and hospital groups whose totals differ")
-                connection.execute(_DETAILS, {
+                connection.execute(_DETAILS[(distinct, corrections)], {
                     "run": run_id, "payer": payer.code, "day": day, "low": low, "high": high,
                     "late": high - self.timing_window, "funds": funds, "groups": differing, "now": now})
                 connection.execute(_TIMING_PAYER_ONLY, {
@@ -367,33 +436,98 @@ class Reconciler:
                          error=row[7])
 
 
-def _insert_statement(connection: Connection, run_id: int, lines: list[StatementLine]) -> None:
-    """The statement's rows, in batches (COPY on PostgreSQL: a million rows in seconds)."""
+class StatementTally:
+    """What the statement's rows add up to, counted while they are stored (they pass through Python anyway): per
+    (fund, hospital, entry kind) the rows and their sum, and whether any (settlement, entry kind, fund) repeats,
+    under one hospital or two; when none repeats, the payer's totals need no query."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str, str], _Group] = {}
+        self.distinct = True
+
+    def rows(self, run_id: int, lines: list[StatementLine]) -> Iterator[tuple[Any, ...]]:
+        """The rows to store (run, line number from 1, the line's fields), counted as they go."""
+        groups = self.groups
+        ids: dict[tuple[str, str], set[str]] = {}  # the settlement ids seen per (fund, entry kind)
+        for number, line in enumerate(lines, 1):
+            fen = line.amount_fen
+            key = (line.fund, line.hospital_code, line.entry_kind)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(ids.setdefault((line.fund, line.entry_kind), set()))
+            group.count += 1
+            group.fen += fen
+            group.ids.add(line.settlement_id)
+            yield (run_id, number, line.settlement_id, line.entry_kind, line.fund, line.hospital_code, fen,
+                   line.occurred_at)
+        rows: dict[tuple[str, str], int] = {}
+        for (fund, _, kind), group in groups.items():
+            rows[(fund, kind)] = rows.get((fund, kind), 0) + group.count
+            group.ids = set()  # done with: a million-entry set is traversed by every garbage collection
+        self.distinct = all(len(ids[key]) == count for key, count in rows.items())
+
+    def distinct_keys(self) -> bool:
+        """Whether no (settlement, entry kind, fund) occurs twice in the statement (once its rows are stored)."""
+        return self.distinct
+
+    def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(rows, fen) per (fund, hospital): the payer's totals when its keys are distinct."""
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        for (fund, hospital, _), group in self.groups.items():
+            count, fen = found.get((fund, hospital), (0, 0))
+            found[(fund, hospital)] = (count + group.count, fen + group.fen)
+        return found
+
+
+def _sums(rows: Iterable[Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(count, fen) per (fund, hospital) from rows of (fund, hospital, count, sum)."""
+    return {(str(fund), str(hospital)): (int(count), int(fen or 0)) for fund, hospital, count, fen in rows}
+
+
+class _Group:
+    __slots__ = ("count", "fen", "ids")
+
+    def __init__(self, ids: set[str]) -> None:
+        self.count = 0
+        self.fen = 0
+        self.ids = ids  # shared by the groups of one (fund, entry kind) while the rows are counted
+
+
+_STATEMENT_COLUMNS = ("run_id", "line", "settlement_id", "entry_kind", "fund", "hospital_code", "amount_fen",
+                      "occurred_at")
+
+
+def _insert_statement(connection: Connection, run_id: int, lines: list[StatementLine]) -> StatementTally:
+    """The statement's rows, counted as they are stored (binary COPY on PostgreSQL: a million rows in about a
+    second; batches elsewhere)."""
+    tally = StatementTally()
     if not lines:
-        return
+        return tally
     if connection.dialect.name == "postgresql":
         raw = connection.connection.driver_connection
         assert raw is not None
         with raw.cursor() as cursor, cursor.copy(
-                "COPY statement_rows (run_id, settlement_id, entry_kind, fund, hospital_code, amount_fen, "
-                "occurred_at) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["bigint", "text", "text", "text", "text", "bigint", "timestamptz"])
-            for line in lines:
-                copy.write_row((run_id, line.settlement_id, line.entry_kind, line.fund, line.hospital_code,
-                                line.amount_fen, line.occurred_at))
-        return
-    statement = text("INSERT INTO statement_rows (run_id, settlement_id, entry_kind, fund, hospital_code, amount_fen, "
-                     "occurred_at) VALUES (:run, :settlement_id, :entry_kind, :fund, :hospital_code, :amount_fen, "
-                     ":occurred_at)").bindparams(bindparam("occurred_at", type_=Timestamp))
-    batch = 5000
-    for start in range(0, len(lines), batch):
-        connection.execute(statement, [
-            {"run": run_id, "settlement_id": line.settlement_id, "entry_kind": line.entry_kind, "fund": line.fund,
-             "hospital_code": line.hospital_code, "amount_fen": line.amount_fen, "occurred_at": line.occurred_at}
-            for line in lines[start:start + batch]])
+                f"COPY statement_rows ({', '.join(_STATEMENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bigint", "integer", "text", "text", "text", "text", "bigint", "timestamptz"])
+            write = copy.write_row
+            for row in tally.rows(run_id, lines):
+                write(row)
+        return tally
+    statement = text(f"INSERT INTO statement_rows ({', '.join(_STATEMENT_COLUMNS)}) VALUES "  # noqa: S608
+                     f"({', '.join(':' + name for name in _STATEMENT_COLUMNS)})").bindparams(
+                         bindparam("occurred_at", type_=Timestamp))
+    batch: list[dict[str, Any]] = []
+    for row in tally.rows(run_id, lines):
+        batch.append(dict(zip(_STATEMENT_COLUMNS, row, strict=True)))
+        if len(batch) == 5000:
+            connection.execute(statement, batch)
+            batch = []
+    if batch:
+        connection.execute(statement, batch)
+    return tally
 
 
-_ENGINE_LINES = text(_ENGINE.format(low=":low", high=":high") + " ORDER BY 1, 2, 3").bindparams(
+_ENGINE_LINES = text(_ENGINE + " ORDER BY 1, 2, 3").bindparams(
     bindparam("funds", expanding=True), bindparam("low", type_=Timestamp), bindparam("high", type_=Timestamp))
 
 
