@@ -9,7 +9,7 @@ Also records a settlement's answer to its key once: from this revision the key's
 empty response and the settlement's own reply is replayed (no schema change; earlier records keep their copy).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
