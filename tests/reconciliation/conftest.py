@@ -23,8 +23,8 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     pg_url,
     running_service,
     service,
+    serving,
     settings_for,
-    start_server,
 )
 
 
@@ -37,7 +37,5 @@ def files_service(database_url: str, tmp_path: Path) -> Iterator[Service]:
 
 @pytest.fixture
 def files_live(files_service: Service) -> Iterator[LiveServer]:
-    running = start_server(files_service.app)
-    yield running
-    running.server.should_exit = True
-    running.thread.join(timeout=10)
+    with serving(files_service.app) as running:
+        yield running

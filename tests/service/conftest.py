@@ -231,12 +231,27 @@ def start_server(application: Application) -> LiveServer:
                                          backlog=2048))
 
 
+@contextmanager
+def serving(application: Application) -> Iterator[LiveServer]:
+    """`start_server`, stopped when the block ends."""
+    server = start_server(application)
+    try:
+        yield server
+    finally:
+        server.server.should_exit = True
+        server.thread.join(timeout=10)
+
+
 @pytest.fixture
 def live(service: Service) -> Iterator[LiveServer]:
-    running = start_server(service.app)
-    yield running
-    running.server.should_exit = True
-    running.thread.join(timeout=10)
+    with serving(service.app) as running:
+        yield running
+
+
+@pytest.fixture
+def pg_live(pg_service: Service) -> Iterator[LiveServer]:
+    with serving(pg_service.app) as running:
+        yield running
 
 
 def new_id_number(region: str = "611002", birth: str | None = None) -> str:

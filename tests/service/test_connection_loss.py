@@ -4,7 +4,6 @@ new connection; nothing is lost or paid twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
@@ -20,7 +19,7 @@ from settlement.services.auth import Caller, authenticate
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.settlements import SettlementService
 from settlement.wire.requests import SettleRequest
-from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, start_server
+from tests.service.conftest import LiveServer, Service, claim_body, new_id_number
 
 
 def kill_connections(service: Service) -> None:
@@ -100,14 +99,6 @@ def test_without_the_retry_a_killed_connection_fails_the_call_and_records_nothin
 
 
 # The same over HTTP: the service settles on its event loop, with a pool of asyncio connections of its own.
-
-
-@pytest.fixture
-def pg_live(pg_service: Service) -> Iterator[LiveServer]:
-    running = start_server(pg_service.app)
-    yield running
-    running.server.should_exit = True
-    running.thread.join(timeout=10)
 
 
 def bill(code: str, transaction_id: str) -> dict[str, Any]:

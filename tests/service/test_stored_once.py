@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, start_server
+from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, serving
 
 
 def record_of(service: Service, key: str) -> tuple[str, str]:
@@ -51,13 +51,8 @@ def test_postgresql_compresses_the_documents_with_lz4(pg_service: Service) -> No
     lines = [{"id": str(n), "code": "XJ01CAA010A001010101107", "name": "阿莫西林胶囊", "quantity": "1",
               "unit_price": "10.00", "amount": "10.00"} for n in range(1, 25)]
     body = {"transaction_id": "LZ4-1", "claim": claim_body(code, "county", new_id_number(), lines=lines)}
-    live = start_server(service.app)
-    try:
-        with live.client(key) as client:
-            assert client.post("/v1/settlements", json=body).status_code == 201
-    finally:
-        live.server.should_exit = True
-        live.thread.join(timeout=10)
+    with serving(service.app) as live, live.client(key) as client:
+        assert client.post("/v1/settlements", json=body).status_code == 201
     with service.app.engine.connect() as connection:
         methods: dict[str, str] = dict(connection.execute(text(
             "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'settlements'::regclass "

@@ -33,7 +33,7 @@ import pytest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from settlement.bootstrap import Application, build, prepare
+from settlement.bootstrap import build, prepare
 from settlement.cli.main import app as cli
 from settlement.db.models import LedgerEntry, Settlement
 from settlement.db.repositories import Repository, VersionRow
@@ -55,9 +55,9 @@ from tests.service.conftest import (
     claim_body,
     new_id_number,
     point_cli_at,
+    serving,
     settings_for,
     shipped_document,
-    start_server,
 )
 
 EVE = datetime(2024, 6, 30, 15, 0, tzinfo=UTC)  # 23:00 on 30 June, Asia/Shanghai
@@ -117,16 +117,6 @@ def settle_body(code: str, person: str, day: date, index: int, region: str = DIS
 def basic_paid(body: dict[str, Any]) -> Decimal:
     return sum((Decimal(payer["paid"]) for payer in body["payers"] if payer["eligible"] and payer["fund"] == BASIC),
                Decimal(0))
-
-
-@contextmanager
-def serving(application: Application) -> Iterator[LiveServer]:
-    server = start_server(application)
-    try:
-        yield server
-    finally:
-        server.server.should_exit = True
-        server.thread.join(timeout=10)
 
 
 # Concurrent calls

@@ -128,6 +128,20 @@ def figures_hash(figures: YearFigures) -> str:
     return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
 
 
+def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError) -> None:
+    """Log a failed attempt; after the last one, re-raise a lost race and answer a lock wait (or a lost
+    connection) with DATABASE_BUSY."""
+    if isinstance(error, IntegrityError):
+        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+        log.warning("a concurrent transaction won a race (attempt %d, constraint %s)", attempt + 1, constraint)
+        if attempt == RETRIES - 1:
+            raise error
+        return
+    log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
+    if attempt == RETRIES - 1:
+        raise ServiceError(ServiceCode.DATABASE_BUSY, "the person's record is busy; retry with the same key") from None
+
+
 class SettlementService:
     def __init__(self, context: Context) -> None:
         self.ctx = context
@@ -170,17 +184,8 @@ class SettlementService:
         for attempt in range(RETRIES):
             try:
                 return work()
-            except IntegrityError as error:
-                constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-                log.warning("a concurrent transaction won a race (attempt %d, constraint %s)", attempt + 1,
-                            constraint)
-                if attempt == RETRIES - 1:
-                    raise
-            except OperationalError as error:
-                log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
-                if attempt == RETRIES - 1:
-                    raise ServiceError(ServiceCode.DATABASE_BUSY,
-                                       "the person's record is busy; retry with the same key") from None
+            except (IntegrityError, OperationalError) as error:
+                _after_failed_attempt(attempt, error)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _with_retries_async(self, work: Callable[[], Awaitable[T]]) -> T:
@@ -188,17 +193,8 @@ class SettlementService:
         for attempt in range(RETRIES):
             try:
                 return await work()
-            except IntegrityError as error:
-                constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-                log.warning("a concurrent transaction won a race (attempt %d, constraint %s)", attempt + 1,
-                            constraint)
-                if attempt == RETRIES - 1:
-                    raise
-            except OperationalError as error:
-                log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
-                if attempt == RETRIES - 1:
-                    raise ServiceError(ServiceCode.DATABASE_BUSY,
-                                       "the person's record is busy; retry with the same key") from None
+            except (IntegrityError, OperationalError) as error:
+                _after_failed_attempt(attempt, error)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _replay(self, record: StoredAnswer, request_hash: str) -> Reply:

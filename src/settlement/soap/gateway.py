@@ -110,6 +110,15 @@ class Call(NamedTuple):
 Step = FindPrincipal | RememberNonce | Call
 
 
+def _advance(steps: Generator[Step, Any, Answer], value: Any,
+             error: Exception | None) -> tuple[Step | None, Answer | None]:
+    """Resume the pipeline with a step's value (or its failure): (the next step, None) or (None, the answer)."""
+    try:
+        return (steps.throw(error) if error is not None else steps.send(value)), None
+    except StopIteration as done:
+        return None, done.value
+
+
 @dataclass(frozen=True)
 class AsyncIo:
     """The web application's pools, for the pipeline on the event loop (PostgreSQL)."""
@@ -143,43 +152,35 @@ class Gateway:
                path_dialect: str | None = None) -> Answer:
         exchange = _Exchange()
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as done:
-                answer: Answer = done.value
-                break
-            value, error = None, None
+        step, outcome = _advance(steps, None, None)
+        while step is not None:
             try:
                 value = self._do(step)
-            except Exception as failure:
-                error = failure
+            except Exception as error:  # raised inside the pipeline, where the step was yielded
+                step, outcome = _advance(steps, None, error)
+            else:
+                step, outcome = _advance(steps, value, None)
         if exchange.stored is not None:
             self._store(exchange.stored)
-        return answer
+        assert outcome is not None
+        return outcome
 
     async def handle_async(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                            path_dialect: str | None, io: AsyncIo) -> Answer:
         exchange = _Exchange()
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as done:
-                answer: Answer = done.value
-                break
-            value, error = None, None
+        step, outcome = _advance(steps, None, None)
+        while step is not None:
             try:
                 value = await self._do_async(step, io)
-            except Exception as failure:
-                error = failure
+            except Exception as error:
+                step, outcome = _advance(steps, None, error)
+            else:
+                step, outcome = _advance(steps, value, None)
         if exchange.stored is not None:
             await self._store_async(exchange.stored, io)
-        return answer
+        assert outcome is not None
+        return outcome
 
     def _do(self, step: Step) -> Any:
         if isinstance(step, FindPrincipal):
