@@ -47,7 +47,7 @@ def create() -> FastAPI:
 
     @app.post("/bare", status_code=201)
     async def bare(payload: dict[str, Any]) -> dict[str, str]:
-        connection = await settling.connection()
+        connection = await settling.pool.connection()
         try:
             async with connection.pipeline():
                 await connection.execute("BEGIN")
@@ -55,7 +55,7 @@ def create() -> FastAPI:
                                                   datetime.now(UTC)))
                 await connection.execute("COMMIT")
         finally:
-            await settling.release(connection)
+            await settling.pool.release(connection)
         return {"status": "ok"}
 
     @app.post("/bare-sync", status_code=201)

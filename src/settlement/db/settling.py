@@ -80,8 +80,7 @@ class SettlementTransaction(Protocol):
 
 
 class Settling(Protocol):
-    def begin(self, key: SettlementKey) -> Any:  # a context manager yielding a SettlementTransaction
-        ...
+    def begin(self, key: SettlementKey) -> AbstractContextManager[SettlementTransaction]: ...
 
 
 # Statement by statement, on the unit of work's session
@@ -270,8 +269,9 @@ class _PipelinedTransaction:
 
 
 class PipelinedSettling:
-    """PostgreSQL, blocking (the command line, the SOAP gateway's threads, tests): a settlement's transaction in
-    two round trips on a connection of the engine's pool (see the module's docstring)."""
+    """PostgreSQL, blocking (use cases called outside the web application: the command line, tests): a
+    settlement's transaction in two round trips on a connection of the engine's pool (see the module's
+    docstring)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -343,17 +343,11 @@ class AsyncPipelinedSettling:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def connection(self) -> psycopg.AsyncConnection[Any]:
-        return await self.pool.connection()
-
-    async def release(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        await self.pool.release(connection)
-
     @asynccontextmanager
     async def begin(self, key: SettlementKey) -> AsyncIterator[_AsyncPipelinedTransaction]:
         lost = False
         try:
-            connection = await self.connection()
+            connection = await self.pool.connection()
             try:
                 async with connection.pipeline():
                     await connection.execute("BEGIN")

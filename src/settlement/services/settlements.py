@@ -128,6 +128,12 @@ def figures_hash(figures: YearFigures) -> str:
     return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
 
 
+def _settled_on(claim_in: ServiceClaimIn) -> date:
+    """The settlement's date in Asia/Shanghai: the roster's categories are those in force on it."""
+    visit = claim_in.visit
+    return visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
+
+
 def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError) -> None:
     """Log a failed attempt; after the last one, re-raise a lost race and answer a lock wait (or a lost
     connection) with DATABASE_BUSY."""
@@ -164,9 +170,8 @@ class SettlementService:
         self._same_hospital(caller, claim_in)
         tariffs = self.ctx.tariffs.current(repo)  # the versions in force as of this transaction
         # Categories come from the roster on the settlement date, never from the hospital.
-        settled_on = claim_in.visit.settled_at.astimezone(SHANGHAI).date() \
-            if claim_in.visit.settled_at.tzinfo else claim_in.visit.discharge_date
-        categories = tuple(span.category for span in repo.categories_on(claim_in.patient.id_number, settled_on))
+        categories = tuple(span.category for span in repo.categories_on(claim_in.patient.id_number,
+                                                                        _settled_on(claim_in)))
         claim = claim_in.build(claim_in.patient, categories)
         resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
         return claim, resolved
@@ -256,14 +261,12 @@ class SettlementService:
         hospital_id = self._hospital_id(caller)
         claim_in = request.claim
         dumped = request.model_dump(mode="json")
-        visit = claim_in.visit
-        settled_on = visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
         # The insurance year is the discharge date's (domain.claim.Claim.insurance_year).
         locked = SettlementKey(hospital_id, request.transaction_id, claim_in.patient.id_number,
-                               visit.discharge_date.year, settled_on)
+                               claim_in.visit.discharge_date.year, _settled_on(claim_in))
         return _SettlePlan(hospital_id, canonical_hash("settle", dumped), dumped["claim"], locked)
 
-    def _settle_in(self, caller: Caller, request: SettleRequest, plan: _SettlePlan, opened: Opened,
+    def _settle_in(self, request: SettleRequest, plan: _SettlePlan, opened: Opened,
                    tariffs: TariffStore) -> tuple[SettlementRows | None, Reply]:
         """Between the reads and the writes of a settlement's transaction, taken after the locks (the schedule's
         shared lock, then the person's year), so that a concurrent retry of the same key has committed or not yet
@@ -293,7 +296,7 @@ class SettlementService:
             with self.ctx.settling.begin(plan.locked) as tx:
                 opened: Opened = tx.opened
                 tariffs = self.ctx.tariffs.at(opened.generation, tx.active_versions)
-                rows, reply = self._settle_in(caller, request, plan, opened, tariffs)
+                rows, reply = self._settle_in(request, plan, opened, tariffs)
                 if rows is not None:
                     tx.record(rows)
                     tx.commit()
@@ -312,7 +315,7 @@ class SettlementService:
                 # The versions are read in this transaction only when the schedule moved since this worker loaded it.
                 versions = () if self.ctx.tariffs.loaded(opened.generation) else await tx.active_versions()
                 tariffs = self.ctx.tariffs.at(opened.generation, lambda: versions)
-                rows, reply = self._settle_in(caller, request, plan, opened, tariffs)
+                rows, reply = self._settle_in(request, plan, opened, tariffs)
                 if rows is not None:
                     await tx.record(rows)
                     await tx.commit()

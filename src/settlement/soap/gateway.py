@@ -89,7 +89,7 @@ class _Exchange:
     envelope: etree._Element | None = None
     holder: etree._Element | None = None  # the element whose text is the message, for string dialects
     message: etree._Element | None = None
-    stored: dict[str, object] | None = None  # the exchange's log row, written once the answer is made
+    answer: Answer | None = None  # set once the answer is made, when the exchange is to be stored
 
 
 class FindPrincipal(NamedTuple):
@@ -152,35 +152,35 @@ class Gateway:
                path_dialect: str | None = None) -> Answer:
         exchange = _Exchange()
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
-        step, outcome = _advance(steps, None, None)
+        step, answer = _advance(steps, None, None)
         while step is not None:
             try:
                 value = self._do(step)
             except Exception as error:  # raised inside the pipeline, where the step was yielded
-                step, outcome = _advance(steps, None, error)
+                step, answer = _advance(steps, None, error)
             else:
-                step, outcome = _advance(steps, value, None)
-        if exchange.stored is not None:
-            self._store(exchange.stored)
-        assert outcome is not None
-        return outcome
+                step, answer = _advance(steps, value, None)
+        if exchange.answer is not None:
+            self._store(exchange)
+        assert answer is not None
+        return answer
 
     async def handle_async(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                            path_dialect: str | None, io: AsyncIo) -> Answer:
         exchange = _Exchange()
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
-        step, outcome = _advance(steps, None, None)
+        step, answer = _advance(steps, None, None)
         while step is not None:
             try:
                 value = await self._do_async(step, io)
             except Exception as error:
-                step, outcome = _advance(steps, None, error)
+                step, answer = _advance(steps, None, error)
             else:
-                step, outcome = _advance(steps, value, None)
-        if exchange.stored is not None:
-            await self._store_async(exchange.stored, io)
-        assert outcome is not None
-        return outcome
+                step, answer = _advance(steps, value, None)
+        if exchange.answer is not None:
+            await self._store_async(exchange, io)
+        assert answer is not None
+        return answer
 
     def _do(self, step: Step) -> Any:
         if isinstance(step, FindPrincipal):
@@ -217,7 +217,7 @@ class Gateway:
             answer = render_fault(problem, exchange.dialect)
             outcome = "INTERNAL_ERROR"
         if exchange.hospital_id is not None and exchange.dialect is not None:
-            exchange.stored = self._exchange_row(exchange, answer, outcome)
+            exchange.answer, exchange.outcome = answer, outcome
         return answer
 
     def _steps(self, raw: bytes, content_type: str | None, content_encoding: str | None,
@@ -313,25 +313,25 @@ class Gateway:
 
     # The envelope log
 
-    def _exchange_row(self, exchange: _Exchange, answer: Answer, outcome: str) -> dict[str, object]:
-        assert exchange.dialect is not None and exchange.hospital_id is not None
-        reply_text = answer.body.decode(exchange.dialect.reply_codec, "replace")
+    def _exchange_row(self, exchange: _Exchange) -> dict[str, object]:
+        assert exchange.dialect is not None and exchange.hospital_id is not None and exchange.answer is not None
+        reply_text = exchange.answer.body.decode(exchange.dialect.reply_codec, "replace")
         return {
             "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
             "operation": exchange.operation or "-", "code": exchange.code or "-",
             "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
-            "outcome": outcome[:64], "request": masked_request(exchange),
+            "outcome": exchange.outcome[:64], "request": masked_request(exchange),
             "reply": mask(reply_text, exchange.names | _charref_forms(exchange.names, exchange.dialect.reply_codec))}
 
-    def _store(self, row: dict[str, object]) -> None:
-        try:
-            record_exchange(self.context, row)
+    def _store(self, exchange: _Exchange) -> None:
+        try:  # masking included: the answer is given regardless
+            record_exchange(self.context, self._exchange_row(exchange))
         except Exception as error:  # the answer is given regardless; losing a log row is not losing money
             log.error("could not store a SOAP exchange: %s", type(error).__name__)
 
-    async def _store_async(self, row: dict[str, object], io: AsyncIo) -> None:
+    async def _store_async(self, exchange: _Exchange, io: AsyncIo) -> None:
         try:
-            await record_exchange_async(self.context, io.bookkeeping, row)
+            await record_exchange_async(self.context, io.bookkeeping, self._exchange_row(exchange))
         except Exception as error:
             log.error("could not store a SOAP exchange: %s", type(error).__name__)
 
