@@ -7,12 +7,12 @@ compute, write). A test patches it in for one race and asserts that the cap and 
 
 from __future__ import annotations
 
-# ON CONFLICT DO NOTHING takes no lock on an existing row; the schedule's lock is not taken either.
+# ON CONFLICT DO NOTHING takes no lock on an existing row; the schedule's lock is not taken either. A row another
+# transaction is creating is not in this statement's snapshot: it reads as 0 admissions, stale as a naive read is.
 NAIVE_LOCK_YEAR = """
 WITH created AS (
     INSERT INTO person_years (id_number, year, admissions) VALUES (%(id_number)s, %(year)s, 0)
     ON CONFLICT (id_number, year) DO NOTHING RETURNING admissions)
-SELECT admissions FROM created
-UNION ALL SELECT admissions FROM person_years WHERE id_number = %(id_number)s AND year = %(year)s
-LIMIT 1
+SELECT COALESCE((SELECT admissions FROM created),
+                (SELECT admissions FROM person_years WHERE id_number = %(id_number)s AND year = %(year)s), 0)
 """
