@@ -2,7 +2,8 @@
 
 `NAIVE_LOCK_YEAR` stands in for PostgresStatements.lock_year (the PostgreSQL settlement transaction's first
 statement) but takes no lock: it creates the person's year row if needed and reads it as a display would (read,
-compute, write). A test patches it in for one race and asserts that the cap and ledger checks then break.
+compute, write). test_cap_race_read_before_write patches it in and asserts that the cap check then breaks, with
+the real lock as its control.
 """
 
 from __future__ import annotations
