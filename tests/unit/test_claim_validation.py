@@ -5,6 +5,7 @@ A claim is validated when it is made: building an invalid one raises ClaimReject
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, datetime
@@ -14,6 +15,7 @@ import pytest
 
 from settlement.domain.claim import SHANGHAI, claim_problems
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem, SettlementError
+from settlement.wire.claims import parse_claim
 from tests.factories import VALID_ID, line, make_claim
 
 
@@ -108,3 +110,53 @@ def test_a_settlement_error_needs_a_problem() -> None:
     with pytest.raises(ValueError, match="at least one problem"):
         SettlementError([])
     assert str(Problem(ErrorCode.CLAIM_EMPTY, "", "no lines")) == "CLAIM_EMPTY: no lines"
+
+
+# Money on the wire: decimal strings only, checked by the wire models before any claim is built.
+
+WIRE_LINE: dict[str, object] = {"id": "1", "code": "A1", "quantity": "2", "unit_price": "50.0000", "amount": "100.00"}
+WIRE_CLAIM: dict[str, object] = {
+    "hospital": {"code": "H1", "level": "county"},
+    "visit": {"id": "V1", "type": "inpatient", "admission_date": "2024-06-10", "discharge_date": "2024-06-15",
+              "settled_at": "2024-06-15T10:00:00+08:00"},
+    "patient": {"id_number": VALID_ID, "scheme": "resident", "region": "611002"},
+    "lines": [WIRE_LINE],
+    "total": "100.00",
+}
+
+
+def _wire_line(**change: object) -> dict[str, object]:
+    return {**WIRE_CLAIM, "lines": [{**WIRE_LINE, **change}]}
+
+
+def test_wire_money_becomes_exact_decimals() -> None:
+    wire = {**_wire_line(quantity="0.5", unit_price="200.0001", amount="100.00"), "total": "100.00"}
+    claim = parse_claim(wire).to_domain()
+    first = claim.lines[0]
+    assert (first.quantity, first.unit_price, first.amount) == (Decimal("0.5"), Decimal("200.0001"), Decimal("100.00"))
+    assert str(first.unit_price) == "200.0001" and str(claim.declared_total) == "100.00"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("amount", 100.0),          # a JSON number: money never travels as a float
+    ("amount", 100),
+    ("amount", "100.001"),      # more decimals than the field has
+    ("quantity", "1.00001"),
+    ("unit_price", "1e2"),      # exponents, signs, spaces, separators: Decimal would take them, the wire does not
+    ("amount", "+100.00"),
+    ("amount", " 100.00"),
+    ("amount", "1_00.00"),
+    ("amount", "100."),
+    ("amount", "١٠٠.٠٠"),       # Arabic-Indic digits: a \d pattern (and Decimal) would accept them
+    ("amount", "NaN"),
+    ("amount", "1234567890123.00"),
+])
+def test_wire_money_must_be_a_plain_decimal_string(field: str, value: object) -> None:
+    problems = rejected(lambda: parse_claim(_wire_line(**{field: value})))
+    assert [(p.code, p.path) for p in problems] == [(ErrorCode.CLAIM_MALFORMED, f"lines[0].{field}")]
+    assert "must be a decimal string" in problems[0].message and str(value) not in problems[0].message
+
+
+def test_the_unicode_digit_case_is_one_a_naive_pattern_lets_through() -> None:
+    # The planted fault for the case above: Python's \d (as the wire's pattern once was) matches any script's digits.
+    assert re.fullmatch(r"-?\d{1,12}(\.\d{1,2})?", "١٠٠.٠٠") and Decimal("١٠٠.٠٠") == 100
