@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -607,6 +608,52 @@ def test_business_failures_are_problems_never_500(service: Service, live: LiveSe
                        404, "NOT_FOUND")
         # Kept failures write their key's answer only.
         assert delta(before, counts(service)) == {"idempotency_records": 3}
+
+
+@pytest.mark.parametrize(("content_type", "status"), [
+    ("application/json", 201),
+    ("application/json; charset=utf-8", 201),
+    ("Application/JSON", 201),
+    ("application/vnd.settlement+json", 201),
+    (None, 422),            # no content type: not read as JSON (FastAPI's strict rule, against cross-site posts)
+    ("text/plain", 422),
+    ("application/x-www-form-urlencoded", 422),
+    ("application/jsonp", 422),
+])
+def test_the_settle_body_is_read_as_json_only_when_labelled_json(
+        service: Service, live: LiveServer, content_type: str | None, status: int) -> None:
+    code, key = service.hospital()
+    body = json.dumps(settle_body(code, new_id_number(), f"CT-{secrets.token_hex(4)}")).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    with live.client(key) as client:
+        before = counts(service)
+        client.headers.pop("content-type", None)
+        response = client.post("/v1/settlements", content=body, headers=headers)
+        assert response.status_code == status, response.text
+        if status == 422:
+            problem = assert_problem(response, 422, "REQUEST_MALFORMED")
+            assert problem["problems"] == [{"code": "REQUEST_MALFORMED", "path": "",
+                                            "message": "Input should be a valid dictionary or object to extract "
+                                                       "fields from"}]
+            assert delta(before, counts(service)) == {}
+
+
+def test_an_empty_or_broken_settle_body_names_its_problem(service: Service, live: LiveServer) -> None:
+    code, key = service.hospital()
+    with live.client(key) as client:
+        before = counts(service)
+        labelled = {"content-type": "application/json"}
+        empty = assert_problem(client.post("/v1/settlements", content=b"", headers=labelled), 422, "REQUEST_MALFORMED")
+        assert [p["message"] for p in empty["problems"]] == ["Field required"]
+        broken = assert_problem(client.post("/v1/settlements", content=b'{"transaction_id": ', headers=labelled),
+                                422, "REQUEST_MALFORMED")
+        assert "JSON" in broken["problems"][0]["message"]  # "Invalid JSON: ..." (FastAPI said "JSON decode error")
+        body = settle_body(code, "110101199003077777", "BAD-1")
+        body["claim"]["patient"]["id_number"] = "4" * 40  # too long: the message does not echo it
+        long = assert_problem(client.post("/v1/settlements", json=body), 422, "REQUEST_MALFORMED")
+        assert [p["path"] for p in long["problems"]] == ["claim.patient.id_number"]
+        assert "4" * 40 not in json.dumps(long)
+        assert delta(before, counts(service)) == {}
 
 
 def test_personal_data_stays_out_of_errors_and_logs(service: Service, live: LiveServer,

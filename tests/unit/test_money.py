@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from settlement.domain.money import (
+    FEN,
     allocate,
     fmt,
     from_fen,
@@ -105,3 +106,14 @@ def test_allocate_parts_always_sum_to_the_whole(total: Decimal, weights: list[De
 def test_the_naive_split_breaks_the_sum() -> None:
     parts = naive_allocate(Decimal("1.00"), [Decimal(1), Decimal(1), Decimal(1)])
     assert sum(parts, Decimal(0)) != Decimal("1.00")
+
+
+@pytest.mark.parametrize("written", ["1E+2", "-0.00", "0.005", "1.2E+5", "12.3", "-1.23E-7", "99999999999.995", "7"])
+def test_fmt_of_amounts_not_in_fen(written: str) -> None:
+    assert fmt(Decimal(written)) == str(Decimal(written).quantize(FEN))
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-10**12, max_value=10**12).map(
+    lambda value: value.scaleb(-2)) | st.integers(-10**14, 10**14).map(lambda fen: Decimal(fen).scaleb(-2)))
+def test_fmt_skips_the_quantize_only_where_it_changes_nothing(amount: Decimal) -> None:
+    assert fmt(amount) == str(amount.quantize(FEN))

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from settlement.api import bodies
 from settlement.bootstrap import Application
 from settlement.db.bookkeeping import async_bookkeeping_for
 from settlement.db.settling import async_settling_for
@@ -168,6 +169,7 @@ def create_app(application: Application) -> FastAPI:
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
 
     app.state.soap = add_soap_routes(app, application, io)
+    bodies.add_schemas(app, SettleRequest)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
@@ -187,9 +189,10 @@ def create_app(application: Application) -> FastAPI:
         return service.quote(who, request)
 
     @app.post("/v1/settlements", tags=["cashier"], status_code=201, response_model=SettlementOut,
-              responses=ERRORS)
-    async def settle(request: SettleRequest, who: Auth) -> Response:
+              responses=ERRORS, openapi_extra=bodies.documented(SettleRequest))
+    async def settle(http: Request, who: Auth) -> Response:
         """Settle a bill. Idempotent by (hospital, transaction_id): a retry gets the first answer."""
+        request = await bodies.read(http, SettleRequest)
         if settling is not None:
             return replied(await service.settle_async(who, request, settling))
         return replied(await run_in_threadpool(service.settle, who, request))

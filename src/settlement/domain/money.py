@@ -58,6 +58,11 @@ def from_fen(fen: int) -> Decimal:
 
 def fmt(amount: Decimal) -> str:
     """Wire form of an amount: a decimal string with exactly two places."""
+    text = str(amount)
+    # Nearly every amount is already in fen: two places, and never in exponent form then (a point third from
+    # the end can only mean that), so the quantize (half of a reply's cost of writing amounts) is skipped.
+    if text[-3:-2] == ".":
+        return text
     return str(amount.quantize(FEN))
 
 

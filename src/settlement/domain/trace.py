@@ -28,9 +28,9 @@ class TraceStep(NamedTuple):  # a NamedTuple: a settlement builds dozens, and th
 
 
 def _wire(value: object) -> object:
-    if isinstance(value, bool | int | str) or value is None:
+    if value is None or isinstance(value, (bool, int, str)):
         return value
-    if isinstance(value, list | tuple | frozenset | set):
-        return sorted(str(item) for item in value) if isinstance(value, frozenset | set) else [
+    if isinstance(value, (list, tuple, frozenset, set)):
+        return sorted(str(item) for item in value) if isinstance(value, (frozenset, set)) else [
             str(item) for item in value]
     return str(value)

@@ -30,7 +30,7 @@ from settlement.soap.xmlsafe import safe_parser
 
 LISTS = frozenset({"lines", "categories", "payers", "problems", "entries", "items"})
 OMITTED = frozenset({"trace"})
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a trailing newline through
 
 
 def to_json(element: etree._Element) -> Any:
@@ -72,7 +72,7 @@ def request_json(root: etree._Element) -> dict[str, Any]:
 
 @functools.cache
 def _is_name(key: str) -> bool:
-    return _NAME.match(key) is not None
+    return _NAME.fullmatch(key) is not None
 
 
 def _escaped(text: str) -> str:

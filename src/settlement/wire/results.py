@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from settlement.domain.accumulators import Accumulators
+from settlement.domain.decompose import LineResult
 from settlement.domain.money import fmt
 from settlement.domain.payers import LayerResult
 from settlement.domain.settle import Settlement
@@ -72,6 +73,30 @@ def accumulators_json(acc: Accumulators) -> dict[str, Any]:
     }
 
 
+_UNLISTED_NOTE = "not in the catalogue: fully self-paid"
+
+
+def _line_json(line: LineResult) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": line.line_id,
+        "code": line.code,
+        "class": line.item_class,
+        "amount": fmt(line.amount),
+        "out_of_catalogue": fmt(line.out_of_catalogue),
+        "over_price_limit": fmt(line.over_price_limit),
+        "pre_self_pay": fmt(line.pre_self_pay),
+        "in_scope": fmt(line.in_scope),
+    }
+    # Keys added in this order, as they always were: a stored reply is replayed byte for byte.
+    if line.share is not None:
+        item["share"] = str(line.share)
+    if line.price_cap is not None:
+        item["price_cap"] = fmt(line.price_cap)
+    if line.item_class == "unlisted":
+        item["note"] = _UNLISTED_NOTE
+    return item
+
+
 def settlement_json(settlement: Settlement) -> dict[str, Any]:
     dec = settlement.decomposition
     return {
@@ -100,22 +125,7 @@ def settlement_json(settlement: Settlement) -> dict[str, Any]:
             "version": settlement.tariff.version,
             "sha256": settlement.tariff.sha256,
         },
-        "lines": [
-            {
-                "id": line.line_id,
-                "code": line.code,
-                "class": line.item_class,
-                "amount": fmt(line.amount),
-                "out_of_catalogue": fmt(line.out_of_catalogue),
-                "over_price_limit": fmt(line.over_price_limit),
-                "pre_self_pay": fmt(line.pre_self_pay),
-                "in_scope": fmt(line.in_scope),
-                **({"share": str(line.share)} if line.share is not None else {}),
-                **({"price_cap": fmt(line.price_cap)} if line.price_cap is not None else {}),
-                **({"note": "not in the catalogue: fully self-paid"} if line.item_class == "unlisted" else {}),
-            }
-            for line in dec.lines
-        ],
+        "lines": [_line_json(line) for line in dec.lines],
         "year_to_date": {
             "before": accumulators_json(settlement.accumulators_before),
             "after": accumulators_json(settlement.accumulators_after),
