@@ -90,19 +90,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 Builder = Callable[[int], tuple[bytes, dict[str, str]]]
+# One sequence for the whole run: a transaction id is never sent twice, whichever slice sends it.
+REQUEST_NUMBERS = itertools.count()
 BASELINE = "baseline (bare insert, async)"
 EARLIER_BASELINE = "earlier baseline (sync, thread pool)"
 
 
 def drive(url: str, path: str, build: Builder, expected: int, clients: int,
-          seconds: float, warmup: float) -> dict[str, float]:
+          seconds: float, warmup: float) -> dict[str, Any]:
     """`clients` threads, each a keep-alive connection sending one request after another (http.client: the
     cheapest Python client, so that the load generator takes little of the machine's two cores). `build(n)` gives
     the n-th request's body and headers."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors: list[int] = []
-    counter = itertools.count()
+    counter = REQUEST_NUMBERS
     start_at = time.perf_counter()
     measure_from = start_at + warmup
     stop_at = measure_from + seconds
@@ -136,11 +138,12 @@ def drive(url: str, path: str, build: Builder, expected: int, clients: int,
     latencies.sort()
     count = len(latencies)
     return {
-        "rps": count / seconds,
+        "rps": count / seconds if seconds else 0.0,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))] if latencies else float("nan"),
         "errors": len(errors),
         "count": count,
+        "latencies": latencies,
     }
 
 
@@ -157,8 +160,41 @@ def rest_requests(bodies: list[dict[str, Any]], headers: dict[str, str]) -> Buil
 
 
 def load(url: str, path: str, bodies: list[dict[str, Any]], headers: dict[str, str], clients: int,
-         seconds: float, warmup: float) -> dict[str, float]:
+         seconds: float, warmup: float) -> dict[str, Any]:
     return drive(url, path, rest_requests(bodies, headers), 201, clients, seconds, warmup)
+
+
+def measure_interleaved(targets: tuple[tuple[str, str, str, dict[str, str]], ...], env: dict[str, str],
+                        bodies: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every server is started at once (an idle one costs nothing) and they are loaded in turn, a slice of
+    `--slice` seconds each, until each had `--seconds`: the machine's speed drifts by a third within a minute
+    on these shared cores, and a baseline measured minutes before the settlements would carry that drift into
+    the ratio. Per target: throughput over all its slices, p50 and p99 over all its requests, and the ratio of
+    each round, to show the spread."""
+    started = [start(factory, env, args.workers) for _, factory, _, _ in targets]
+    try:
+        for (_, _, path, headers), (_, url) in zip(targets, started, strict=True):
+            load(url, path, bodies, headers, args.clients, 0.0, args.warmup)
+        rounds = max(1, round(args.seconds / args.slice))
+        slices: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _, _ in targets}
+        for _ in range(rounds):
+            for (label, _, path, headers), (_, url) in zip(targets, started, strict=True):
+                slices[label].append(load(url, path, bodies, headers, args.clients, args.slice, 0.5))
+    finally:
+        for process, _ in started:
+            stop(process)
+    results = {}
+    for label, measured in slices.items():
+        latencies = sorted(latency for one in measured for latency in one["latencies"])
+        count = len(latencies)
+        results[label] = {
+            "rps": count / (args.slice * len(measured)),
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
+            "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))] if latencies else float("nan"),
+            "errors": sum(one["errors"] for one in measured),
+            "rounds": [one["rps"] for one in measured],
+        }
+    return results
 
 
 def patient_bodies(persons: int) -> list[dict[str, Any]]:
@@ -177,7 +213,8 @@ def patient_bodies(persons: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=20, help="measured per target, in slices")
+    parser.add_argument("--slice", type=float, default=5, help="seconds of one target's load before the next's")
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
@@ -197,17 +234,12 @@ def main() -> None:
                 "CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
                 "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
         bodies = patient_bodies(args.persons)
-        results = {}
-        for label, factory, path, headers in (
+        targets: tuple[tuple[str, str, str, dict[str, str]], ...] = (
             (BASELINE, "benchmarks.bare_app:create", "/bare", {}),
             ("settle", "settlement.api.asgi:create", "/v1/settlements", {"Authorization": f"Bearer {key}"}),
             (EARLIER_BASELINE, "benchmarks.bare_app:create", "/bare-sync", {}),
-        ):
-            process, url = start(factory, env, args.workers)
-            try:
-                results[label] = load(url, path, bodies, headers, args.clients, args.seconds, args.warmup)
-            finally:
-                stop(process)
+        )
+        results = measure_interleaved(targets, env, bodies, args)
 
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured, "
           f"PostgreSQL, 24-line bills over {args.persons} patients")
@@ -219,6 +251,10 @@ def main() -> None:
     print(f"ratio settle / baseline: {ratio:.2f} (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'}); "
           f"settle p99 {settle['p99_ms']:.1f} ms (target < 50: {'met' if settle['p99_ms'] < 50 else 'NOT met'})")
     print(f"for comparison: settle / the earlier runs' sync baseline: {settle['rps'] / earlier['rps']:.2f}")
+    settle_rounds: list[float] = settle["rounds"]
+    base_rounds: list[float] = base["rounds"]
+    per_round = [f"{ours / theirs:.2f}" for ours, theirs in zip(settle_rounds, base_rounds, strict=True)]
+    print(f"ratio settle / baseline slice by slice ({args.slice:.0f} s each, in turn): {', '.join(per_round)}")
 
 
 if __name__ == "__main__":

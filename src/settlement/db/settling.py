@@ -17,7 +17,7 @@ commits together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -236,13 +236,25 @@ class PostgresStatements:
     @staticmethod
     def write_parameters(rows: SettlementRows) -> dict[str, Any]:
         moved = list(rows.movements.values())
-        return {**rows.settlement, "funds": list(rows.movements), "paid": [m[0] for m in moved],
-                "deductible": [m[1] for m in moved], "cumulative": [m[2] for m in moved],
+        # The movements go as array literals (text, cast by the statement): psycopg's list dumpers cost twice as
+        # much as all the other parameters together.
+        return {**rows.settlement, "funds": _text_array(rows.movements), "paid": _int_array(m[0] for m in moved),
+                "deductible": _int_array(m[1] for m in moved), "cumulative": _int_array(m[2] for m in moved),
                 "request_hash": rows.request_hash, "actor": rows.actor, "audit_details": rows.audit_details}
 
     @staticmethod
     def versions(rows: Sequence[tuple[Any, ...]]) -> list[VersionRow]:
         return [VersionRow(*row) for row in rows]
+
+
+def _text_array(items: Iterable[str]) -> str:
+    """A PostgreSQL array literal of strings, each quoted (a backslash or a quote escaped)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
+
+
+def _int_array(items: Iterable[int]) -> str:
+    return "{" + ",".join(str(int(item)) for item in items) + "}"
 
 
 def database_error(error: psycopg.Error) -> StatementError:
