@@ -701,3 +701,20 @@ def test_personal_data_stays_out_of_errors_and_logs(service: Service, live: Live
         for secret in (person, wrong, name):
             assert secret not in message, (record.name, message)
     assert person not in caplog.text and name not in caplog.text
+
+
+def test_the_settle_operation_is_documented_like_a_body_parameter_and_the_auth_dependency(
+        service: Service, live: LiveServer) -> None:
+    """Settle reads its body and its key itself (for speed); its OpenAPI operation must still say what FastAPI
+    writes for a route taking a body model and depending on the caller, as the quote route does."""
+    with live.client() as client:
+        document = client.get("/openapi.json").json()
+    settle, quote = document["paths"]["/v1/settlements"]["post"], document["paths"]["/v1/quotes"]["post"]
+    assert settle["parameters"] == quote["parameters"]
+    assert [p["name"] for p in settle["parameters"]] == ["authorization", "x-api-key"]
+    assert settle["requestBody"] == {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/SettleRequest"}}}}
+    schemas = document["components"]["schemas"]
+    assert schemas["SettleRequest"]["required"] == ["transaction_id", "claim"]
+    amount = schemas["LineIn"]["properties"]["amount"]  # a decimal string, never a number
+    assert (amount["type"], amount["pattern"]) == ("string", "^-?[0-9]{1,12}(\\.[0-9]{1,2})?$")
