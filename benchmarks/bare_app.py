@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from settlement.api.app import NO_TELEMETRY
 from settlement.api.asgi import freeze_startup_heap
 from settlement.db.engine import make_engine
 from settlement.db.settling import AsyncPipelinedSettling
@@ -43,7 +44,7 @@ def create() -> FastAPI:
         finally:
             await settling.close()
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan, telemetry=NO_TELEMETRY)  # as the service's
 
     @app.post("/bare", status_code=201)
     async def bare(payload: dict[str, Any]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
 
 from settlement.api import bodies
@@ -62,6 +63,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                                  "auto_configure": False}
 VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
@@ -128,6 +131,9 @@ def create_app(application: Application) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry stays off even where a provider is configured: its logs would carry exception
+        # messages (which may hold ID numbers) out of the service. It also costs a check per request.
+        telemetry=NO_TELEMETRY,
         title="Medical-aid one-stop settlement",
         version="1",
         description="Hospitals quote, settle and reverse bills; basic insurance, critical-illness insurance and "
