@@ -1,11 +1,11 @@
-"""The baselines of the service benchmark: the same stack as the service (FastAPI, uvicorn, the same database set-up)
+"""The baseline of the service benchmark: the same stack as the service (FastAPI, uvicorn, the same database set-up)
 answering a POST by inserting one row in one transaction.
 
-- `POST /bare`: the way the service settles on PostgreSQL: an async endpoint on the event loop, a connection of
-  the same asyncio pool (settlement.db.settling.AsyncPipelinedSettling: same size, settings and idle ping), and
-  the transaction sent the way a settlement sends its own (BEGIN, INSERT, COMMIT pipelined in one round trip).
-- `POST /bare-sync`: the baseline of earlier runs: a sync endpoint in the thread pool, SQLAlchemy's
-  `engine.begin()` on the engine of settlement.db.engine.make_engine.
+`POST /bare` reaches the database the way the service settles on PostgreSQL: an async endpoint on the event loop,
+a connection of the same asyncio pool (settlement.db.settling.AsyncPipelinedSettling: same size, settings and idle
+ping), and the transaction sent the way a settlement sends its own (BEGIN, INSERT, COMMIT pipelined in one round
+trip). (Until 2026-12-03 the benchmark also measured the sync endpoint of earlier runs, SQLAlchemy's
+`engine.begin()` in the thread pool; it was dropped when both servers began to be loaded in turn.)
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from settlement.api.app import NO_TELEMETRY
 from settlement.api.asgi import freeze_startup_heap
-from settlement.db.engine import make_engine
 from settlement.db.settling import AsyncPipelinedSettling
 
 DDL = ("CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
@@ -33,7 +31,6 @@ INSERT = "INSERT INTO bench_bare (transaction_id, payload, created_at) VALUES (%
 def create() -> FastAPI:
     url = os.environ["SETTLEMENT_DATABASE_URL"]
     size = int(os.environ.get("SETTLEMENT_DB_POOL_SIZE", "20"))
-    engine = make_engine(url, pool_size=size)
     settling = AsyncPipelinedSettling(url, size=size, lock_timeout_ms=5000)
 
     @asynccontextmanager
@@ -57,15 +54,6 @@ def create() -> FastAPI:
                 await connection.execute("COMMIT")
         finally:
             await settling.pool.release(connection)
-        return {"status": "ok"}
-
-    @app.post("/bare-sync", status_code=201)
-    def bare_sync(payload: dict[str, Any]) -> dict[str, str]:
-        with engine.begin() as connection:
-            connection.execute(text("INSERT INTO bench_bare (transaction_id, payload, created_at) "
-                                    "VALUES (:t, :p, :c)"),
-                               {"t": str(payload.get("transaction_id", "")), "p": json.dumps(payload),
-                                "c": datetime.now(UTC)})
         return {"status": "ok"}
 
     freeze_startup_heap()  # as the service's workers do
