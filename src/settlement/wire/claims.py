@@ -17,8 +17,9 @@ from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
 
 class DecimalString:
     """A decimal string such as "12.50", checked by pydantic-core's own pattern matching: a JSON number is refused
-    (money never travels as a float). The wire models keep the text; `build` makes the Decimals, which costs a
-    third of what a validator in Python called for every field did (three per bill line)."""
+    (money never travels as a float), and so are any digits but ASCII ones. The wire models keep the text; `build`
+    makes the Decimals. A validator in Python called for every field (three per bill line) made a 24-line body's
+    validation take twice as long."""
 
     def __init__(self, pattern: str, what: str) -> None:
         self.pattern = pattern
