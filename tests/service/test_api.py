@@ -718,3 +718,22 @@ def test_the_settle_operation_is_documented_like_a_body_parameter_and_the_auth_d
     assert schemas["SettleRequest"]["required"] == ["transaction_id", "claim"]
     amount = schemas["LineIn"]["properties"]["amount"]  # a decimal string, never a number
     assert (amount["type"], amount["pattern"]) == ("string", "^-?[0-9]{1,12}(\\.[0-9]{1,2})?$")
+
+
+@pytest.mark.parametrize("spelling", ["trailing newline", "Arabic-Indic digits", "one digit more"])
+def test_a_second_spelling_of_an_id_number_is_refused_not_a_second_person(
+        service: Service, live: LiveServer, spelling: str) -> None:
+    """Were "...X\\n" or the number in another script's digits accepted, the same person would get a second set of
+    annual figures, and every cap would start again."""
+    code, key = service.hospital()
+    person = new_id_number()
+    other = {"trailing newline": person + "\n", "one digit more": person + "1",  # too long for the column: was a 500
+             "Arabic-Indic digits": "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in person)}[spelling]
+    with live.client(key) as client:
+        assert client.post("/v1/settlements", json=settle_body(code, person, "SP-1")).status_code == 201
+        before = counts(service)
+        refused = client.post("/v1/settlements", json=settle_body(code, other, "SP-2"))
+        problem = assert_problem(refused, 422, "CLAIM_INVALID_ID_NUMBER")
+        assert [p["path"] for p in problem["problems"]] == ["patient.id_number"]
+        assert other not in refused.text and person not in refused.text
+        assert delta(before, counts(service)) == {"idempotency_records": 1}  # the key keeps its failure

@@ -117,6 +117,10 @@ def test_versions_switch_on_their_dates(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("change", "where", "reason"), [
     (('rate: {rate: "0.80"}', "rate: {rate: 0.80}"), "layers[0].rate.rate", "quoted strings"),
     (('rate: {rate: "0.80"}', 'rate: {rate: "80"}'), "layers[0].rate.rate", "between 0 and 1"),
+    # Decimal() would take each of these; "$" lets a trailing newline through and "\\d" any script's digits.
+    (('rate: {rate: "0.80"}', 'rate: {rate: "0.80\\n"}'), "layers[0].rate.rate", "not a non-negative decimal"),
+    (('rate: {rate: "0.80"}', 'rate: {rate: "٠.٨٠"}'), "layers[0].rate.rate", "not a non-negative decimal"),
+    (('rate: {rate: "0.80"}', 'rate: {rate: " 0.80"}'), "layers[0].rate.rate", "not a non-negative decimal"),
     (('fund: "390100"', 'fund: "39"'), "layers[0].fund", "pattern"),
     (('rate: {rate: "0.80"}', 'rate: {rate: "0.80", bands: [{rate: "0.5"}]}'), "layers[0].rate", "not both"),
     (('    rate: {rate: "0.80"}', '    rate: {rate: "0.80"}\n    deductible: {per: visit, by_level: {city: "1"}}'),

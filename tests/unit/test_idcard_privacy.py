@@ -24,6 +24,11 @@ def test_check_character_of_known_numbers() -> None:
     ("1101051949123100", "17 digits"),
     ("11010519491231002x", "17 digits"),  # lower-case x is not the standard's
     ("ABCDEFGHIJKLMNOPQR", "17 digits"),
+    # Second spellings of a valid number (each would be a second person with caps of its own): a "$" anchor lets
+    # a trailing newline through, "\\d" another script's digits; the check character is right in both.
+    (VALID_ID + "\n", "17 digits"),
+    ("".join(chr(0x660 + int(c)) if c.isdigit() else c for c in VALID_ID), "17 digits"),
+    (" " + VALID_ID, "17 digits"),
 ])
 def test_invalid_numbers_name_the_reason_without_the_number(id_number: str, reason: str) -> None:
     problem = id_number_problem(id_number)

@@ -37,7 +37,8 @@ def test_parse_amount_accepts_plain_decimals(text: str) -> None:
     assert parse_amount(text) == Decimal(text)
 
 
-@pytest.mark.parametrize("text", ["1e3", "12.345", "NaN", "Infinity", "", " 1.00", "1,000.00", "+1"])
+@pytest.mark.parametrize("text", ["1e3", "12.345", "NaN", "Infinity", "", " 1.00", "1,000.00", "+1", "1.00\n",
+                                  "١.٠٠"])
 def test_parse_amount_refuses_other_notations(text: str) -> None:
     with pytest.raises(ValueError, match="not a money amount"):
         parse_amount(text)

@@ -8,7 +8,9 @@ from operator import mul
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
-_SHAPE = re.compile(r"^\d{17}[\dX]$")
+# fullmatch and ASCII digits: "$" would let "...X\n" through and "\d" any script's digits, each a second spelling
+# of one person (a second set of annual figures, a second start for every cap).
+_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 
 
 def check_character(first17: str) -> str:
@@ -17,7 +19,7 @@ def check_character(first17: str) -> str:
 
 def id_number_problem(id_number: str) -> str | None:
     """None when valid, else a reason that does not repeat the number (it is personal data)."""
-    if not _SHAPE.match(id_number):
+    if not _SHAPE.fullmatch(id_number):
         return "must be 17 digits followed by a digit or X"
     try:
         date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))

@@ -18,8 +18,9 @@ ONE = Decimal("1")
 
 # Up to 12 integer digits (hundreds of billions of yuan) and exactly 0-2 decimals: no exponents, no signs
 # other than an optional leading minus, no NaN or infinity.
-_AMOUNT_RE = re.compile(r"^-?\d{1,12}(\.\d{1,2})?$")
-_DECIMAL_RE = re.compile(r"^-?\d{1,12}(\.\d{1,6})?$")
+# (fullmatch, ASCII digits: Decimal() would also take a trailing newline or another script's digits.)
+_AMOUNT_RE = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,2})?")
+_DECIMAL_RE = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,6})?")
 
 
 def money(value: Decimal) -> Decimal:
@@ -29,14 +30,14 @@ def money(value: Decimal) -> Decimal:
 
 def parse_amount(text: str) -> Decimal:
     """Parse a money string such as '12.50'; reject floats' notations, NaN and more than two decimals."""
-    if not isinstance(text, str) or not _AMOUNT_RE.match(text):
+    if not isinstance(text, str) or not _AMOUNT_RE.fullmatch(text):
         raise ValueError(f"not a money amount with at most two decimals: {text!r}")
     return Decimal(text).quantize(FEN)
 
 
 def parse_decimal(text: str, places: int = 6) -> Decimal:
     """Parse a plain decimal string (quantities, unit prices, rates) with at most `places` decimals."""
-    if not isinstance(text, str) or not _DECIMAL_RE.match(text):
+    if not isinstance(text, str) or not _DECIMAL_RE.fullmatch(text):
         raise ValueError(f"not a decimal number: {text!r}")
     value = Decimal(text)
     if value.as_tuple().exponent < -places:  # type: ignore[operator]

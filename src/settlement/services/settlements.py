@@ -30,6 +30,7 @@ from settlement.db.settling import AsyncPipelinedSettling, Opened, SettlementKey
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import SettlementError
+from settlement.domain.idcard import id_number_problem
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_number
 from settlement.domain.settle import Settlement as Computed
@@ -166,6 +167,13 @@ class SettlementService:
                                f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
                                f"your key is for {caller.hospital_code} ({caller.hospital_level})")
 
+    @staticmethod
+    def _lockable(claim_in: ServiceClaimIn) -> None:
+        """A settlement locks the person's year by ID number before its claim is built: an invalid number (one too
+        long for the column was a 500 on PostgreSQL) is refused first, with every problem of the claim."""
+        if id_number_problem(claim_in.patient.id_number) is not None:
+            claim_in.build(claim_in.patient, ())  # raises ClaimRejected
+
     def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
         self._same_hospital(caller, claim_in)
         tariffs = self.ctx.tariffs.current(repo)  # the versions in force as of this transaction
@@ -293,6 +301,7 @@ class SettlementService:
 
         def attempt() -> Reply:
             self._same_hospital(caller, request.claim)  # a refusal kept under the key, like every business failure
+            self._lockable(request.claim)
             with self.ctx.settling.begin(plan.locked) as tx:
                 opened: Opened = tx.opened
                 tariffs = self.ctx.tariffs.at(opened.generation, tx.active_versions)
@@ -310,6 +319,7 @@ class SettlementService:
 
         async def attempt() -> Reply:
             self._same_hospital(caller, request.claim)
+            self._lockable(request.claim)
             async with settling.begin(plan.locked) as tx:
                 opened = tx.opened
                 # The versions are read in this transaction only when the schedule moved since this worker loaded it.

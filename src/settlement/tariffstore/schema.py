@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_DECIMAL = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")  # fullmatch, ASCII digits: Decimal() takes more
 LEVELS = ("township", "county", "city", "provincial")
 
 
@@ -21,7 +21,7 @@ def _decimal(value: object) -> Decimal:
         return value
     if isinstance(value, (bool, int | float)):
         raise ValueError(f"write decimals as quoted strings, e.g. '{value}', so no float ever reads them")
-    if not isinstance(value, str) or not _DECIMAL.match(value):
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
         raise ValueError(f"not a non-negative decimal string: {value!r}")
     return Decimal(value)
 
