@@ -7,7 +7,7 @@ slices of a few seconds, so that the machine's drift falls on both alike. Prints
 of each, the ratio, and the ratio slice by slice. Targets (issue 3): settle at least half the baseline's
 throughput, p99 under 50 ms.
 
-Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --clients 32 --workers 2]`. It creates and
+Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --slice 5 --clients 32 --workers 2]`. It creates and
 drops its own database on the PostgreSQL server named by SETTLEMENT_BENCH_PG (default
 postgresql://postgres@127.0.0.1:5432/postgres).
 """
@@ -134,16 +134,27 @@ def drive(url: str, path: str, build: Builder, expected: int, clients: int,
         thread.start()
     for thread in threads:
         thread.join()
-    latencies.sort()
+    return {**figures(latencies, seconds), "errors": len(errors)}
+
+
+def figures(latencies: list[float], seconds: float) -> dict[str, Any]:
+    """Throughput, p50 and p99 of requests measured over `seconds`."""
+    latencies = sorted(latencies)
     count = len(latencies)
     return {
         "rps": count / seconds if seconds else 0.0,
         "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))] if latencies else float("nan"),
-        "errors": len(errors),
         "count": count,
         "latencies": latencies,
     }
+
+
+def combined(slices: list[dict[str, Any]], seconds_each: float) -> dict[str, Any]:
+    """The figures of several slices of one target's load, as if measured in one; `rounds`: each slice's rate."""
+    every = [latency for one in slices for latency in one["latencies"]]
+    return {**figures(every, seconds_each * len(slices)), "errors": sum(one["errors"] for one in slices),
+            "rounds": [one["rps"] for one in slices]}
 
 
 def rest_requests(bodies: list[dict[str, Any]], headers: dict[str, str]) -> Builder:
@@ -182,18 +193,7 @@ def measure_interleaved(targets: tuple[tuple[str, str, str, dict[str, str]], ...
     finally:
         for process, _ in started:
             stop(process)
-    results = {}
-    for label, measured in slices.items():
-        latencies = sorted(latency for one in measured for latency in one["latencies"])
-        count = len(latencies)
-        results[label] = {
-            "rps": count / (args.slice * len(measured)),
-            "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
-            "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))] if latencies else float("nan"),
-            "errors": sum(one["errors"] for one in measured),
-            "rounds": [one["rps"] for one in measured],
-        }
-    return results
+    return {label: combined(measured, args.slice) for label, measured in slices.items()}
 
 
 def patient_bodies(persons: int) -> list[dict[str, Any]]:

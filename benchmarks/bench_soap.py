@@ -6,7 +6,7 @@ SOAP call pays for the parse, the schema check, both XSLT mappings, the digest, 
 log. REST and SOAP are loaded in turn, 5-second slices on the same server, so that the machine's drift falls on
 both alike. Target (issue 4): SOAP at least 70% of REST.
 
-Run: `.venv/bin/python benchmarks/bench_soap.py [--seconds 20 --clients 32 --workers 2 --dialect standard]`.
+Run: `.venv/bin/python -m benchmarks.bench_soap [--seconds 20 --slice 5 --clients 32 --workers 2]`.
 It creates and drops its own database (SETTLEMENT_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
@@ -16,14 +16,22 @@ import argparse
 import base64
 import json
 import os
-import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
 
-from benchmarks.bench_service import Builder, bench_database, drive, patient_bodies, rest_requests, start, stop
+from benchmarks.bench_service import (
+    Builder,
+    bench_database,
+    combined,
+    drive,
+    patient_bodies,
+    rest_requests,
+    start,
+    stop,
+)
 from settlement.soap.wsse import DIGEST_TYPE, WSSE, WSU, password_digest
 
 STANDARD = "urn:settlement:soap:v1"
@@ -84,7 +92,6 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=2000)
     args = parser.parse_args()
 
-    results: dict[str, dict[str, float]] = {}
     with bench_database() as env:
         cli(env, "db", "upgrade")
         code = "H61100200011"
@@ -107,15 +114,9 @@ def main() -> None:
                     slices[label].append(drive(url, path, build, status, args.clients, args.slice, 0.5))
         finally:
             stop(process)
-    for label, measured in slices.items():
-        latencies = sorted(latency for one in measured for latency in one["latencies"])
-        count = len(latencies)
-        results[label] = {"rps": count / (args.slice * len(measured)),
-                          "p50_ms": 1000 * statistics.median(latencies),
-                          "p99_ms": 1000 * latencies[min(count - 1, int(count * 0.99))],
-                          "errors": sum(one["errors"] for one in measured)}
-    rounds = [f"{soap_slice['rps'] / rest_slice['rps']:.2f}"
-              for rest_slice, soap_slice in zip(slices["REST settle"], slices["SOAP settle"], strict=True)]
+    results: dict[str, dict[str, Any]] = {label: combined(measured, args.slice) for label, measured in slices.items()}
+    rounds = [f"{soap / rest:.2f}"
+              for rest, soap in zip(results["REST settle"]["rounds"], results["SOAP settle"]["rounds"], strict=True)]
 
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured each, "
           f"PostgreSQL, 24-line bills over {args.persons} patients")

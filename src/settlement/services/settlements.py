@@ -167,10 +167,13 @@ class SettlementService:
                                f"the claim names hospital {claim_in.hospital.code} ({claim_in.hospital.level}); "
                                f"your key is for {caller.hospital_code} ({caller.hospital_level})")
 
-    @staticmethod
-    def _lockable(claim_in: ServiceClaimIn) -> None:
-        """A settlement locks the person's year by ID number before its claim is built: an invalid number (one too
-        long for the column was a 500 on PostgreSQL) is refused first, with every problem of the claim."""
+    @classmethod
+    def _before_locking(cls, caller: Caller, claim_in: ServiceClaimIn) -> None:
+        """The refusals a settlement makes before it locks the person's year (each kept under the key, like every
+        business failure): another hospital's claim, and an invalid ID number, since the year is locked by it
+        before the claim is built (one too long for the column was a 500 on PostgreSQL); the latter with every
+        problem of the claim."""
+        cls._same_hospital(caller, claim_in)
         if id_number_problem(claim_in.patient.id_number) is not None:
             claim_in.build(claim_in.patient, ())  # raises ClaimRejected
 
@@ -300,8 +303,7 @@ class SettlementService:
         plan = self._settle_plan(caller, request)
 
         def attempt() -> Reply:
-            self._same_hospital(caller, request.claim)  # a refusal kept under the key, like every business failure
-            self._lockable(request.claim)
+            self._before_locking(caller, request.claim)
             with self.ctx.settling.begin(plan.locked) as tx:
                 opened: Opened = tx.opened
                 tariffs = self.ctx.tariffs.at(opened.generation, tx.active_versions)
@@ -318,8 +320,7 @@ class SettlementService:
         plan = self._settle_plan(caller, request)
 
         async def attempt() -> Reply:
-            self._same_hospital(caller, request.claim)
-            self._lockable(request.claim)
+            self._before_locking(caller, request.claim)
             async with settling.begin(plan.locked) as tx:
                 opened = tx.opened
                 # The versions are read in this transaction only when the schedule moved since this worker loaded it.
