@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Seeds a demo hospital, its key and a demo roster into an empty database (the README's run command).
     demo: bool = False
     db_pool_size: int = 20
+    # A REST request's body is refused (413 BODY_TOO_LARGE) past this many bytes, before it is held in memory; the
+    # admin uploads have limits of their own (their files' limits plus room for the multipart framing), SOAP too.
+    max_body_bytes: int = 1024 * 1024
     lock_timeout_ms: int = 5000  # waiting for one person's accumulators longer than this answers 503
     # SOAP: the hospital dialects, the body limits, and the WS-Security window (created time and nonce memory).
     adapters_dir: Path = Field(default_factory=default_adapters_dir)

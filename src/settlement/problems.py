@@ -16,6 +16,7 @@ STATUS: dict[str, int] = {
     ServiceCode.FORBIDDEN: 403,
     ServiceCode.NOT_FOUND: 404,
     ServiceCode.REQUEST_MALFORMED: 422,
+    ServiceCode.BODY_TOO_LARGE: 413,
     ServiceCode.HOSPITAL_MISMATCH: 422,
     ServiceCode.IDEMPOTENCY_KEY_REUSED: 409,
     ServiceCode.SETTLEMENT_ALREADY_REVERSED: 409,

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import gzip
@@ -31,7 +30,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from settlement.api.app import create_app
 from settlement.bootstrap import Application, build, prepare
 from settlement.paths import default_adapters_dir
 from settlement.soap.gateway import Answer, Gateway
+from tests.rawhttp import chunked, pieces, raw_http
 from tests.service.conftest import Clock, LiveServer, Service, new_id_number, settings_for, start_server
 from tests.soap.conftest import SoapHospital, soap_hospital_for, wsse_header
 
@@ -631,47 +631,6 @@ def test_the_attacks_over_http_record_nothing_on_either_database(
 
 # Size limits on the wire: honest and lying Content-Length, chunked uploads, compression
 
-def raw_http(port: int, head: bytes, body: Iterable[bytes], timeout: float = 10) -> tuple[int, bytes, float]:
-    """(status, body, seconds) of one request sent on a raw socket: the body is sent from a thread while the
-    answer is read, so that a server which answers without reading the rest of the body is seen doing so."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    start = time.perf_counter()
-
-    def send() -> None:
-        try:
-            sock.sendall(head)
-            for chunk in body:
-                sock.sendall(chunk)
-        except OSError:
-            pass  # the server answered and closed: it need not read what it refused
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    received = b""
-    try:
-        while b"\r\n\r\n" not in received:
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += data
-        head_part, _, rest = received.partition(b"\r\n\r\n")
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", head_part)
-        while length and len(rest) < int(length.group(1)):
-            data = sock.recv(65536)
-            if not data:
-                break
-            rest += data
-        elapsed = time.perf_counter() - start
-    finally:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        sender.join(timeout=10)
-    status = re.match(rb"HTTP/1\.[01] (\d{3})", head_part)
-    assert status is not None, received[:200]
-    return int(status.group(1)), rest, elapsed
-
-
 def _head(port: int, extra: str) -> bytes:
     return (f"POST /soap HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {UTF8}\r\nConnection: close\r\n"
             f"{extra}\r\n").encode("ascii")
@@ -681,16 +640,11 @@ def _port(server: LiveServer) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-def _pieces(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start:start + size]
-
-
 def test_an_oversized_body_is_refused_by_its_content_length(env: Env, env_live: LiveServer, secret: Secret) -> None:
     port = _port(env_live)
     data = padded(standard_text("", new_id_number(), env.header()), 2 * LIMIT).encode("utf-8")
     before = counts(env.app.engine)
-    status, body, _ = raw_http(port, _head(port, f"Content-Length: {len(data)}\r\n"), _pieces(data))
+    status, body, _ = raw_http(port, _head(port, f"Content-Length: {len(data)}\r\n"), pieces(data))
     assert status == 413
     assert_client_fault(body, "XML_TOO_LARGE")
     assert_no_leak(body, secret)
@@ -712,7 +666,7 @@ def test_a_lying_small_content_length_reads_no_more_than_it_declares(env: Env, e
     port = _port(env_live)
     data = padded(standard_text("", new_id_number(), env.header()), 2 * LIMIT).encode("utf-8")
     before = counts(env.app.engine)
-    status, body, _ = raw_http(port, _head(port, "Content-Length: 300\r\n"), _pieces(data))
+    status, body, _ = raw_http(port, _head(port, "Content-Length: 300\r\n"), pieces(data))
     assert status == 500
     assert_client_fault(body, "XML_MALFORMED")
     assert_no_leak(body, secret)
@@ -723,7 +677,7 @@ def test_a_lying_small_content_length_reads_no_more_than_it_declares(env: Env, e
 def test_an_oversized_chunked_body_is_refused_as_it_streams(env: Env, env_live: LiveServer, secret: Secret) -> None:
     port = _port(env_live)
     data = padded(standard_text("", new_id_number(), env.header()), 2 * LIMIT).encode("utf-8")
-    chunks = [f"{len(piece):x}\r\n".encode("ascii") + piece + b"\r\n" for piece in _pieces(data)] + [b"0\r\n\r\n"]
+    chunks = chunked(data)
     before = counts(env.app.engine)
     status, body, _ = raw_http(port, _head(port, "Transfer-Encoding: chunked\r\n"), chunks)
     assert status == 413

@@ -11,12 +11,14 @@ from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
-from settlement.api import bodies
+from settlement.api import bodies, limits
 from settlement.bootstrap import Application
 from settlement.db.bookkeeping import async_bookkeeping_for
 from settlement.db.settling import async_settling_for
@@ -30,6 +32,7 @@ from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.finance import Filters, list_discrepancies, resolve, run_clearing, run_report
 from settlement.services.reconciliation import Reconciler
+from settlement.services.roster import MAX_BYTES as ROSTER_FILE_BYTES
 from settlement.services.roster import import_roster
 from settlement.services.settlements import Reply, SettlementService
 from settlement.soap.endpoint import add_soap_routes
@@ -59,13 +62,17 @@ log = logging.getLogger("settlement.api")
 MEDIA = {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "csv": "text/csv; charset=utf-8"}
 PROBLEM = "application/problem+json"
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 422, 503)
+    status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 413, 422, 503)
 }
 
 
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
                                   "auto_configure": False}
 VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+# An upload's body is its file plus the multipart framing (boundaries, part headers, a form field or two).
+MULTIPART_ROOM = 64 * 1024
+ROSTER_BODY_BYTES = ROSTER_FILE_BYTES + MULTIPART_ROOM
+TARIFF_BODY_BYTES = tariffs.MAX_UPLOAD_BYTES + MULTIPART_ROOM
 
 
 async def current_caller(request: Request, authorization: Annotated[str | None, Header()] = None,
@@ -143,6 +150,9 @@ def create_app(application: Application) -> FastAPI:
 
     app.state.context = context
     app.state.callers = CallerCache()
+    app.add_middleware(limits.BodyLimit, default=settings.max_body_bytes, exempt_prefix="/soap", by_path={
+        "/v1/admin/roster": ROSTER_BODY_BYTES, "/v1/admin/tariffs": TARIFF_BODY_BYTES,
+        "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES})
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -162,6 +172,12 @@ def create_app(application: Application) -> FastAPI:
         body = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
                 "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
         return JSONResponse(body, status_code=500, media_type=PROBLEM)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        if isinstance(error, limits.BodyTooLarge):  # as problem+json with its stable code; nothing kept
+            return problem_response(limits.too_large(error.limit))
+        return await http_exception_handler(request, error)  # FastAPI's own (an unknown route's 404, a 405)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, error: RequestValidationError) -> JSONResponse:
