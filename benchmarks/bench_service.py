@@ -7,7 +7,8 @@ slices of a few seconds, so that the machine's drift falls on both alike. Prints
 of each, the ratio, and the ratio slice by slice. Targets (issue 3): settle at least half the baseline's
 throughput, p99 under 50 ms.
 
-Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --slice 5 --clients 32 --workers 2]`. It creates and
+Run: `.venv/bin/python benchmarks/bench_service.py [--seconds 20 --slice 5 --clients 32 --workers 2 --floor]`
+(`--floor` also loads benchmarks/floor_app.py: the settlement's database work alone, nothing computed). It creates and
 drops its own database on the PostgreSQL server named by SETTLEMENT_BENCH_PG (default
 postgresql://postgres@127.0.0.1:5432/postgres).
 """
@@ -93,6 +94,7 @@ Builder = Callable[[int], tuple[bytes, dict[str, str]]]
 # One sequence for the whole run: a transaction id is never sent twice, whichever slice sends it.
 REQUEST_NUMBERS = itertools.count()
 BASELINE = "baseline (bare insert, async)"
+FLOOR = "floor (database work only)"
 
 
 def drive(url: str, path: str, build: Builder, expected: int, clients: int,
@@ -218,6 +220,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--persons", type=int, default=2000, help="distinct patients the bills are spread over")
+    parser.add_argument("--floor", action="store_true",
+                        help="also load benchmarks/floor_app.py: a settlement's database work with nothing computed")
     args = parser.parse_args()
 
     with bench_database() as env:
@@ -236,10 +240,13 @@ def main() -> None:
                 "CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transaction_id TEXT NOT NULL, "
                 "payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)")
         bodies = patient_bodies(args.persons)
+        auth = {"Authorization": f"Bearer {key}"}
         targets: tuple[tuple[str, str, str, dict[str, str]], ...] = (
             (BASELINE, "benchmarks.bare_app:create", "/bare", {}),
-            ("settle", "settlement.api.asgi:create", "/v1/settlements", {"Authorization": f"Bearer {key}"}),
+            ("settle", "settlement.api.asgi:create", "/v1/settlements", auth),
         )
+        if args.floor:
+            targets += ((FLOOR, "benchmarks.floor_app:create", "/floor", auth),)
         results = measure_interleaved(targets, env, bodies, args)
 
     print(f"{args.clients} concurrent clients, {args.workers} uvicorn workers, {args.seconds:.0f}s measured, "
@@ -255,6 +262,10 @@ def main() -> None:
     base_rounds: list[float] = base["rounds"]
     per_round = [f"{ours / theirs:.2f}" for ours, theirs in zip(settle_rounds, base_rounds, strict=True)]
     print(f"ratio settle / baseline slice by slice ({args.slice:.0f} s each, in turn): {', '.join(per_round)}")
+    if FLOOR in results:
+        floor_rounds: list[float] = results[FLOOR]["rounds"]
+        print(f"ratio floor / baseline: {results[FLOOR]['rps'] / base['rps']:.2f}; slice by slice: "
+              + ", ".join(f"{ours / theirs:.2f}" for ours, theirs in zip(floor_rounds, base_rounds, strict=True)))
 
 
 if __name__ == "__main__":
