@@ -873,13 +873,19 @@ def _legacy_schema_violation(header: str) -> Call:
     return Call(legacy_envelope(inner, header), GBK)
 
 
+def _legacy_foreign_digits(header: str) -> Call:
+    """A region in Arabic-Indic digits: XML Schema's \\d is Unicode's, so the schema says [0-9]."""
+    inner = legacy_input("", new_id_number()).replace("</input>", "<prm_aab301>٦١١٠٠٢</prm_aab301></input>")
+    return Call(legacy_envelope(inner, header), GBK)
+
+
 def _rural_schema_violation(header: str) -> Call:
     inner = rural_input("", new_id_number()).replace("</body>", "<D999_99>1</D999_99></body>")
     return Call(rural_envelope(inner, header))
 
 
-@pytest.mark.parametrize("make", [_legacy_schema_violation, _rural_schema_violation],
-                         ids=["legacy-gbk", "rural-ncms"])
+@pytest.mark.parametrize("make", [_legacy_schema_violation, _rural_schema_violation, _legacy_foreign_digits],
+                         ids=["legacy-gbk", "rural-ncms", "legacy-gbk-foreign-digits"])
 def test_a_reply_coded_dialect_answers_a_schema_refusal_in_its_reply_codes(env: Env,
                                                                            make: Callable[[str], Call]) -> None:
     """adapters/README: with `errors: reply` a message its schema refuses is answered in the dialect's reply codes

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated
 
 import pytest
+from pydantic import BaseModel, Field
 
 from settlement.domain.claim import SHANGHAI, claim_problems
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem, SettlementError
@@ -155,6 +157,21 @@ def test_wire_money_must_be_a_plain_decimal_string(field: str, value: object) ->
     problems = rejected(lambda: parse_claim(_wire_line(**{field: value})))
     assert [(p.code, p.path) for p in problems] == [(ErrorCode.CLAIM_MALFORMED, f"lines[0].{field}")]
     assert "must be a decimal string" in problems[0].message and str(value) not in problems[0].message
+
+
+def test_a_region_in_another_scripts_digits_is_malformed_not_an_unknown_tariff() -> None:
+    wire = {**WIRE_CLAIM, "patient": {**WIRE_CLAIM["patient"], "region": "٦١١٠٠٢"}}  # type: ignore[dict-item]
+    problems = rejected(lambda: parse_claim(wire))
+    assert [(p.code, p.path) for p in problems] == [(ErrorCode.CLAIM_MALFORMED, "patient.region")]
+    assert parse_claim(WIRE_CLAIM).to_domain().patient.region == "611002"  # the control
+
+
+def test_a_unicode_digit_pattern_in_pydantic_lets_other_scripts_through() -> None:
+    # The planted fault for the case above: the Rust regex behind pydantic's `pattern` reads \d as any digit.
+    class Naive(BaseModel):
+        region: Annotated[str, Field(pattern=r"^\d{6}$")]
+
+    assert Naive(region="٦١١٠٠٢").region == "٦١١٠٠٢"
 
 
 def test_the_unicode_digit_case_is_one_a_naive_pattern_lets_through() -> None:

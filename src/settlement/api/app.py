@@ -316,13 +316,13 @@ def create_app(application: Application) -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="{chosen.name}"'})
 
     @app.post("/v1/finance/clearing/{month}", tags=["finance"], responses=ERRORS)
-    def clearing(month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")], who: Auth) -> dict[str, Any]:
+    def clearing(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], who: Auth) -> dict[str, Any]:
         """The month's clearing statement: what each fund owes each hospital, net of reversals and corrections."""
         finance_staff(who)
         return run_clearing(context, month, application.settings.reports_dir)
 
     @app.get("/v1/finance/clearing/{month}/statement.{extension}", tags=["finance"], responses=ERRORS)
-    def clearing_file(month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")], extension: str,
+    def clearing_file(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], extension: str,
                       who: Auth) -> Response:
         finance_staff(who)
         if extension not in ("xlsx", "csv"):
@@ -345,7 +345,7 @@ def create_app(application: Application) -> FastAPI:
 
 
     @app.get("/v1/admin/tariffs", tags=["admin"], responses=ERRORS)
-    def tariff_versions(who: Auth, region: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None) -> list[Any]:
+    def tariff_versions(who: Auth, region: Annotated[str | None, Query(pattern=r"^[0-9]{6}$")] = None) -> list[Any]:
         """Every tariff version with its state: draft, approved, scheduled, in force, ended or withdrawn."""
         return tariffs.list_versions(context, region, actor=administrator(who))
 
@@ -361,7 +361,7 @@ def create_app(application: Application) -> FastAPI:
 
     @app.post("/v1/admin/tariffs/catalogue", tags=["admin"], status_code=201, responses=ERRORS)
     def upload_catalogue(
-        file: UploadFile, who: Auth, region: Annotated[str, Query(pattern=r"^\d{6}$")],
+        file: UploadFile, who: Auth, region: Annotated[str, Query(pattern=r"^[0-9]{6}$")],
         effective: Annotated[date | None, Query(description="default: the latest date in the file")] = None,
         version: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None,
         note: Annotated[str | None, Query(max_length=2000)] = None,

@@ -239,7 +239,7 @@ class GuaranteeSpec(Strict):
 
 class LayerSpec(Strict):
     id: Code
-    fund: Annotated[str, Field(pattern=r"^\d{6}$")]
+    fund: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
     name: str
     eligible: Eligible = Eligible()
     base: list[BasePartName] = Field(default_factory=lambda: list[BasePartName](["in_scope"]), min_length=1)
@@ -270,10 +270,10 @@ class LayerSpec(Strict):
 class TariffDocument(Strict):
     """One effective version of one region's tariff, as written in tariffs/<region>/<version>.yaml."""
 
-    region: Annotated[str, Field(pattern=r"^\d{6}$")]
+    region: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
     name: str
     version: Code
-    inherits: Annotated[str, Field(pattern=r"^\d{6}$")] | None = None
+    inherits: Annotated[str, Field(pattern=r"^[0-9]{6}$")] | None = None
     effective: Effective
     description: str | None = None
     sources: dict[Code, Source] = Field(default_factory=dict)

@@ -66,7 +66,7 @@ class PatientBaseIn(Wire):
     id_number: Annotated[str, Field(min_length=1, max_length=32)]
     name: Annotated[str, Field(max_length=64)] = ""
     scheme: str = Field(description="resident | employee")
-    region: Annotated[str, Field(pattern=r"^\d{6}$")]
+    region: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
 class PatientIn(PatientBaseIn):
