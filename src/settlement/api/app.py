@@ -68,7 +68,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
                                   "auto_configure": False}
-VersionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+VersionId = Annotated[int, Path(ge=1, le=tariffs.MAX_VERSION_ID)]
 # An upload's body is its file plus the multipart framing (boundaries, part headers, a form field or two).
 MULTIPART_ROOM = 64 * 1024
 ROSTER_BODY_BYTES = ROSTER_FILE_BYTES + MULTIPART_ROOM

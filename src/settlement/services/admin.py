@@ -15,7 +15,7 @@ def add_hospital(context: Context, code: str, name: str, level: str, region: str
     """Register a hospital and return its first API key (shown once)."""
     if level not in set(HospitalLevel):
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"level must be one of {sorted(HospitalLevel)}")
-    if not (len(region) == 6 and region.isdigit()):
+    if not (len(region) == 6 and region.isascii() and region.isdigit()):  # str.isdigit takes any script's
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, "region must be a 6-digit division code")
     now = context.clock()
     with context.uow() as tx:

@@ -133,7 +133,7 @@ def _row_problem(row: dict[str, str | None], categories: set[str]) -> str | None
         return "name is empty"
     if values["scheme"] not in set(Scheme):
         return f"scheme must be one of {sorted(Scheme)}"
-    if not (len(values["region"]) == 6 and values["region"].isdigit()):
+    if not (len(values["region"]) == 6 and values["region"].isascii() and values["region"].isdigit()):
         return "region must be a 6-digit division code"
     if values["category"] not in categories:
         return f"unknown category {values['category']!r}"

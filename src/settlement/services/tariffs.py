@@ -51,6 +51,7 @@ from settlement.tariffstore.store import (
 from settlement.wire.claims import ServiceClaimIn
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_VERSION_ID = 2**31 - 1  # the id column is a 32-bit integer
 PAGE = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any settlement
 CATALOGUE_REQUIRED = ("code", "name", "class")
@@ -84,8 +85,10 @@ def find_version(repo: Repository, reference: str, *, for_update: bool = False) 
     """A version by its id ("12") or its name ("611000/2027-01-01"); `for_update` locks its row, so that two
     administrators taking the same step at once take it one after the other (the second is refused)."""
     row: TariffVersion | None = None
-    if reference.isdigit():
-        row = repo.tariff_version(int(reference), for_update=for_update)
+    # ASCII digits only ("²" and "٣" are digits to str.isdigit, not to int or the database), within the column.
+    if reference.isascii() and reference.isdigit():
+        if int(reference) <= MAX_VERSION_ID:
+            row = repo.tariff_version(int(reference), for_update=for_update)
     elif "/" in reference:
         region, _, version = reference.partition("/")
         row = repo.tariff_version_by_label(region, version, for_update=for_update)

@@ -28,7 +28,7 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
     async def read_limited(request: Request) -> bytes:
         """The body, refused as soon as it passes the limit: an oversized upload is never held in memory."""
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limits.max_bytes:
             raise XmlRejected(ServiceCode.XML_TOO_LARGE, f"the body is larger than {limits.max_bytes} bytes")
         chunks: list[bytes] = []
         size = 0

@@ -315,7 +315,7 @@ def load_store(root: Path) -> TariffStore:
     store = TariffStore(root)
     if not root.is_dir():
         raise TariffError([_problem(root, "", "tariff directory not found", ErrorCode.TARIFF_NOT_FOUND)])
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()):
         versions = []
         for path in sorted(folder.glob("*.yaml")):
             version = read_version_file(path, problems)
