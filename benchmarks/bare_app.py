@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +28,8 @@ DDL = ("CREATE TABLE IF NOT EXISTS bench_bare (id BIGSERIAL PRIMARY KEY, transac
 INSERT = "INSERT INTO bench_bare (transaction_id, payload, created_at) VALUES (%s, %s, %s)"
 
 
-def create() -> FastAPI:
-    url = os.environ["SETTLEMENT_DATABASE_URL"]
-    size = int(os.environ.get("SETTLEMENT_DB_POOL_SIZE", "20"))
-    settling = AsyncPipelinedSettling(url, size=size, lock_timeout_ms=5000)
+def pooled_app(settling: AsyncPipelinedSettling, on_close: Callable[[], None] = lambda: None) -> FastAPI:
+    """A FastAPI app set up as the service's (telemetry off) whose lifespan opens and closes `settling`'s pool."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -40,8 +38,16 @@ def create() -> FastAPI:
             yield
         finally:
             await settling.close()
+            on_close()
 
-    app = FastAPI(lifespan=lifespan, telemetry=NO_TELEMETRY)  # as the service's
+    return FastAPI(lifespan=lifespan, telemetry=NO_TELEMETRY)
+
+
+def create() -> FastAPI:
+    url = os.environ["SETTLEMENT_DATABASE_URL"]
+    size = int(os.environ.get("SETTLEMENT_DB_POOL_SIZE", "20"))
+    settling = AsyncPipelinedSettling(url, size=size, lock_timeout_ms=5000)
+    app = pooled_app(settling)
 
     @app.post("/bare", status_code=201)
     async def bare(payload: dict[str, Any]) -> dict[str, str]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +24,7 @@ import orjson
 import psycopg
 from fastapi import FastAPI, Request, Response
 
-from settlement.api.app import NO_TELEMETRY
+from benchmarks.bare_app import pooled_app
 from settlement.api.asgi import freeze_startup_heap
 from settlement.bootstrap import build
 from settlement.config import Settings
@@ -75,16 +73,7 @@ def create() -> FastAPI:
                                values["insurance_year"], values["settled_at"].date())
         return rows, locked
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await settling.open()
-        try:
-            yield
-        finally:
-            await settling.close()
-            application.dispose()
-
-    app = FastAPI(lifespan=lifespan, telemetry=NO_TELEMETRY)  # as the service's
+    app = pooled_app(settling, on_close=application.dispose)
 
     @app.post("/floor", status_code=201)
     async def floor(request: Request) -> Response:
