@@ -24,14 +24,14 @@ from settlement.services.errors import ServiceCode, ServiceError
 PROBLEM = "application/problem+json"
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"the request body is larger than {limit} bytes")
-        self.limit = limit
-
-
 def too_large(limit: int) -> ServiceError:
     return ServiceError(ServiceCode.BODY_TOO_LARGE, f"the request body is larger than {limit} bytes")
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=too_large(limit).message)
+        self.limit = limit
 
 
 class BodyLimit:
@@ -74,4 +74,3 @@ def _content_length(scope: Scope) -> int | None:
             # The HTTP server has already refused a malformed value; be strict anyway (digits only).
             return int(value) if value.isdigit() else None
     return None
-
