@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
@@ -178,6 +178,44 @@ class Repository:
         return self.session.scalar(select(PersonCategory).where(
             PersonCategory.person_id == person_id, PersonCategory.category == category,
             PersonCategory.valid_from == valid_from))
+
+    # The roster import, a chunk of rows at a time (services.roster): reads and writes in bulk.
+
+    def persons_by_id_number(self, id_numbers: Collection[str]) -> dict[str, tuple[int, str, str, str]]:
+        """id number -> (id, name, scheme, region) of the persons known among `id_numbers`."""
+        if not id_numbers:
+            return {}
+        rows = self.session.execute(select(Person.id_number, Person.id, Person.name, Person.scheme, Person.region)
+                                    .where(Person.id_number.in_(id_numbers)))
+        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+
+    def insert_persons(self, values: list[dict[str, Any]]) -> dict[str, int]:
+        """Insert persons; their ids by id number."""
+        if not values:
+            return {}
+        rows = self.session.execute(insert(Person).returning(Person.id_number, Person.id), values)
+        return {row[0]: row[1] for row in rows}
+
+    def update_persons(self, values: list[dict[str, Any]]) -> None:
+        if values:
+            self.session.execute(update(Person), values)  # by primary key, in one executemany
+
+    def category_spans(self, person_ids: Collection[int]) -> dict[tuple[int, str, date], tuple[int, date | None]]:
+        """(person id, category, valid from) -> (id, valid to) of the persons' category rows."""
+        if not person_ids:
+            return {}
+        rows = self.session.execute(select(PersonCategory.person_id, PersonCategory.category,
+                                           PersonCategory.valid_from, PersonCategory.id, PersonCategory.valid_to)
+                                    .where(PersonCategory.person_id.in_(person_ids)))
+        return {(row[0], row[1], row[2]): (row[3], row[4]) for row in rows}
+
+    def insert_categories(self, values: list[dict[str, Any]]) -> None:
+        if values:
+            self.session.execute(insert(PersonCategory), values)
+
+    def update_categories(self, values: list[dict[str, Any]]) -> None:
+        if values:
+            self.session.execute(update(PersonCategory), values)
 
     def roster_import_by_sha(self, sha256: str) -> RosterImport | None:
         return self.session.scalar(select(RosterImport).where(RosterImport.sha256 == sha256)

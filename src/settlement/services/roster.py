@@ -11,11 +11,13 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
-from settlement.db.models import Person, PersonCategory, RosterImport
+from settlement.db.models import RosterImport
+from settlement.db.repositories import Repository
 from settlement.domain.claim import Scheme
 from settlement.domain.idcard import id_number_problem
 from settlement.domain.privacy import mask_id_number
@@ -26,6 +28,7 @@ from settlement.tariffstore.store import TariffStore
 
 COLUMNS = ("id_number", "name", "scheme", "region", "category", "valid_from", "valid_to")
 MAX_BYTES = 50 * 1024 * 1024
+CHUNK_ROWS = 1000  # rows read and written together: a few statements per chunk instead of four per row
 
 
 @dataclass
@@ -75,38 +78,13 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     with context.uow() as tx:
         repo = tx.repo
         categories = known_categories(context.tariffs.current(repo))
-        persons: dict[str, Person] = {}
-        for row in reader:
-            report.rows += 1
-            line = reader.line_num
-            reason = _row_problem(row, categories)
-            id_number = (row.get("id_number") or "").strip()
-            if reason is not None:
-                report.rejected.append({"line": line, "person": mask_id_number(id_number), "reason": reason})
-                continue
-            report.accepted += 1
-            person = persons.get(id_number) or repo.person(id_number)
-            wanted = (row["name"].strip(), row["scheme"].strip(), row["region"].strip())
-            if person is None:
-                person = Person(id_number=id_number, name=wanted[0], scheme=wanted[1], region=wanted[2])
-                repo.add(person)
-                repo.flush()
-                report.changed += 1
-            elif (person.name, person.scheme, person.region) != wanted:
-                person.name, person.scheme, person.region = wanted
-                report.changed += 1
-            persons[id_number] = person
-            valid_from = date.fromisoformat(row["valid_from"].strip())
-            valid_to = date.fromisoformat(row["valid_to"].strip()) if (row["valid_to"] or "").strip() else None
-            existing = repo.category_row(person.id, row["category"].strip(), valid_from)
-            if existing is None:
-                repo.add(PersonCategory(person_id=person.id, category=row["category"].strip(),
-                                        valid_from=valid_from, valid_to=valid_to))
-                repo.flush()
-                report.changed += 1
-            elif existing.valid_to != valid_to:
-                existing.valid_to = valid_to
-                report.changed += 1
+        chunk: list[RosterRow] = []
+        for row in _accepted_rows(reader, categories, report):
+            chunk.append(row)
+            if len(chunk) == CHUNK_ROWS:
+                _import_chunk(repo, chunk, report)
+                chunk = []
+        _import_chunk(repo, chunk, report)
         if report.changed == 0:
             report.already_imported = True
             return report  # nothing changed: nothing is recorded, not even the import
@@ -120,6 +98,79 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
              "rejected": len(report.rejected), "changed": report.changed}))
         tx.commit()
     return report
+
+
+class RosterRow(NamedTuple):
+    id_number: str
+    name: str
+    scheme: str
+    region: str
+    category: str
+    valid_from: date
+    valid_to: date | None
+
+
+def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: RosterReport) -> Iterator[RosterRow]:
+    """The file's valid rows, in order; the others are reported (line, masked person, reason)."""
+    for row in reader:
+        report.rows += 1
+        reason = _row_problem(row, categories)
+        id_number = (row.get("id_number") or "").strip()
+        if reason is not None:
+            report.rejected.append({"line": reader.line_num, "person": mask_id_number(id_number), "reason": reason})
+            continue
+        report.accepted += 1
+        valid_to = (row["valid_to"] or "").strip()
+        yield RosterRow(id_number, row["name"].strip(), row["scheme"].strip(), row["region"].strip(),
+                        row["category"].strip(), date.fromisoformat(row["valid_from"].strip()),
+                        date.fromisoformat(valid_to) if valid_to else None)
+
+
+def _import_chunk(repo: Repository, rows: list[RosterRow], report: RosterReport) -> None:
+    """Apply a chunk of valid rows, in file order, in a few statements: its persons and their categories are read
+    at once (rows of earlier chunks are already written, in this transaction), then the new and changed ones are
+    written in bulk. Nothing is kept from one chunk to the next, so a large file takes no more memory than this.
+    A row changes something when it differs from what the rows before it (in the database or in this file) left."""
+    if not rows:
+        return
+    stored = repo.persons_by_id_number({row.id_number for row in rows})  # id number -> (id, name, scheme, region)
+    current: dict[str, tuple[str, str, str]] = {number: person[1:] for number, person in stored.items()}
+    new_persons: dict[str, dict[str, Any]] = {}
+    changed_persons: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        wanted = (row.name, row.scheme, row.region)
+        if current.get(row.id_number) == wanted:
+            continue
+        report.changed += 1
+        current[row.id_number] = wanted
+        values = {"name": row.name, "scheme": row.scheme, "region": row.region}
+        if row.id_number in stored:
+            person_id = stored[row.id_number][0]
+            changed_persons[person_id] = {"id": person_id, **values}
+        else:
+            new_persons[row.id_number] = {"id_number": row.id_number, **values}
+    ids = {number: person[0] for number, person in stored.items()}
+    ids.update(repo.insert_persons(list(new_persons.values())))
+    repo.update_persons(list(changed_persons.values()))
+
+    spans = repo.category_spans({ids[number] for number in stored})  # (person, category, from) -> (id, to)
+    ends: dict[tuple[int, str, date], date | None] = {key: span[1] for key, span in spans.items()}
+    new_spans: dict[tuple[int, str, date], dict[str, Any]] = {}
+    changed_spans: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        key = (ids[row.id_number], row.category, row.valid_from)
+        if key in ends and ends[key] == row.valid_to:
+            continue
+        report.changed += 1
+        ends[key] = row.valid_to
+        if key in spans:
+            span_id = spans[key][0]
+            changed_spans[span_id] = {"id": span_id, "valid_to": row.valid_to}
+        else:
+            new_spans[key] = {"person_id": key[0], "category": row.category, "valid_from": row.valid_from,
+                              "valid_to": row.valid_to}
+    repo.insert_categories(list(new_spans.values()))
+    repo.update_categories(list(changed_spans.values()))
 
 
 def _row_problem(row: dict[str, str | None], categories: set[str]) -> str | None:

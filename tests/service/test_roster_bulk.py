@@ -1,0 +1,166 @@
+"""The roster import in chunks (a few statements per thousand rows) against the row-by-row import it replaced,
+kept here as the reference: on files with repeated persons, repeated category rows, changes and bad rows, imported
+one after another, both give the same reports and leave the same roster, on both databases, with chunk
+boundaries falling inside a person's rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import secrets
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from settlement.bootstrap import SYSTEM
+from settlement.db.models import Person, PersonCategory
+from settlement.db.repositories import Repository
+from settlement.services import roster
+from settlement.services.context import Context
+from tests.service.conftest import Service, new_id_number, running_service, scratch_database
+
+CATEGORIES = ["dibao_rural_a", "dibao_rural_b", "low_income", "orphan"]
+NAMES = ["王喆", "李堃", "张三", "赵六"]
+
+
+def row_by_row_import(context: Context, data: bytes) -> dict[str, Any]:
+    """The import as it was before chunks (four statements a row): the reference the chunked one must equal."""
+    report = roster.RosterReport("r.csv", "")
+    reader = csv.DictReader(io.StringIO(roster.decode(data)))
+    with context.uow() as tx:
+        repo = tx.repo
+        categories = roster.known_categories(context.tariffs.current(repo))
+        persons: dict[str, Person] = {}
+        for row in reader:
+            report.rows += 1
+            reason = roster._row_problem(row, categories)
+            id_number = (row.get("id_number") or "").strip()
+            if reason is not None:
+                report.rejected.append({"line": reader.line_num, "person": id_number, "reason": reason})
+                continue
+            report.accepted += 1
+            person = persons.get(id_number) or repo.person(id_number)
+            wanted = (row["name"].strip(), row["scheme"].strip(), row["region"].strip())
+            if person is None:
+                person = Person(id_number=id_number, name=wanted[0], scheme=wanted[1], region=wanted[2])
+                repo.add(person)
+                repo.flush()
+                report.changed += 1
+            elif (person.name, person.scheme, person.region) != wanted:
+                person.name, person.scheme, person.region = wanted
+                report.changed += 1
+            persons[id_number] = person
+            valid_from = date.fromisoformat(row["valid_from"].strip())
+            valid_to = date.fromisoformat(row["valid_to"].strip()) if (row["valid_to"] or "").strip() else None
+            existing = repo.category_row(person.id, row["category"].strip(), valid_from)
+            if existing is None:
+                repo.add(PersonCategory(person_id=person.id, category=row["category"].strip(),
+                                        valid_from=valid_from, valid_to=valid_to))
+                repo.flush()
+                report.changed += 1
+            elif existing.valid_to != valid_to:
+                existing.valid_to = valid_to
+                report.changed += 1
+        tx.commit()
+    return {"rows": report.rows, "accepted": report.accepted, "changed": report.changed,
+            "rejected": [line["line"] for line in report.rejected]}
+
+
+def chunked_import(context: Context, data: bytes) -> dict[str, Any]:
+    report = roster.import_roster(context, SYSTEM, "r.csv", data).as_dict()
+    return {"rows": report["rows"], "accepted": report["accepted"], "changed": report["changed"],
+            "rejected": [line["line"] for line in report["errors"]]}
+
+
+def roster_state(service: Service) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    with service.app.engine.connect() as connection:
+        persons = {tuple(row) for row in connection.execute(text(
+            "SELECT id_number, name, scheme, region FROM persons"))}
+        spans = {tuple(row) for row in connection.execute(text(
+            "SELECT p.id_number, c.category, CAST(c.valid_from AS TEXT), CAST(c.valid_to AS TEXT) "
+            "FROM person_categories c JOIN persons p ON p.id = c.person_id"))}
+    return persons, spans
+
+
+def files(seed: int) -> list[bytes]:
+    """Files for one roster, imported in turn: the first; a second that renames some, moves some end dates, repeats
+    rows (the same person and category row twice with other end dates) and adds persons; the second again; the
+    first again (which changes some back)."""
+    rng = random.Random(seed)
+    people = [new_id_number() for _ in range(40)]
+    bad_check = people[0][:17] + ("0" if people[0][17] != "0" else "1")
+
+    def line(person: str, category: int, start: str, end: str, name: int = 0) -> str:
+        return f"{person},{NAMES[name]},resident,611002,{CATEGORIES[category]},{start},{end}"
+
+    first = [line(p, rng.randrange(4), f"2024-0{rng.randrange(1, 4)}-01", rng.choice(["", "2024-12-31"]))
+             for p in people for _ in range(rng.randrange(1, 4))]
+    first.insert(5, line(bad_check, 0, "2024-01-01", ""))
+    first.insert(9, line(people[3], 1, "2024-13-01", ""))
+    second = list(first)
+    for index in rng.sample(range(len(second)), 15):
+        person, _, scheme, region, category, start, _ = second[index].split(",")
+        second[index] = f"{person},{NAMES[rng.randrange(4)]},{scheme},{region},{category},{start}," + rng.choice(
+            ["", "2024-06-30", "2025-01-31"])
+    second += rng.sample(second, 10)  # repeated rows, later in the file
+    second += [line(new_id_number(), rng.randrange(4), "2024-05-01", "") for _ in range(6)]
+    rng.shuffle(second)
+    header = "id_number,name,scheme,region,category,valid_from,valid_to\n"
+    return [(header + "\n".join(rows) + "\n").encode("utf-8") for rows in (first, second, second, first)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty databases of one kind: the chunked import's and the reference's."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chunked.sqlite3'}", f"sqlite:///{tmp_path / 'reference.sqlite3'}"
+        return
+    base = request.getfixturevalue("pg_url").rsplit("/", 1)[1]
+    chunked = scratch_database(f"{base}_{secrets.token_hex(4)}")
+    reference = scratch_database(f"{base}_{secrets.token_hex(4)}")
+    try:
+        yield next(chunked), next(reference)
+    finally:
+        for database in (chunked, reference):
+            next(database, None)
+
+
+def compare_imports(urls: tuple[str, str], tmp_path: Path) -> None:
+    """Import the same files into both databases, one chunked and one row by row: same reports, same roster."""
+    with running_service(urls[0], tmp_path / "chunked") as chunked, \
+            running_service(urls[1], tmp_path / "reference") as reference:
+        for seed in (1, 2):
+            reports = []
+            for data in files(seed):
+                ours, theirs = chunked_import(chunked.app.context, data), row_by_row_import(reference.app.context, data)
+                assert ours == theirs
+                assert roster_state(chunked) == roster_state(reference)
+                reports.append(ours)
+            # The files hold what the comparison is for: bad rows, changes, and repeated rows that contradict each
+            # other (so that even the second file again changes something, in both: the later row wins each time).
+            assert reports[0]["rejected"] and reports[1]["accepted"] > reports[0]["accepted"]
+            assert all(report["changed"] > 0 for report in reports)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, roster.CHUNK_ROWS])
+def test_the_chunked_import_equals_the_row_by_row_one(two_databases: tuple[str, str], tmp_path: Path,
+                                                      chunk_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(roster, "CHUNK_ROWS", chunk_rows)
+    compare_imports(two_databases, tmp_path)
+
+
+def test_a_chunk_that_does_not_read_the_stored_categories_is_caught(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planted fault for the check above: a chunk that takes every category row for new (it does not read
+    what earlier chunks and imports stored) writes them again, which the comparison (or the database) refuses."""
+    monkeypatch.setattr(roster, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(Repository, "category_spans", lambda self, person_ids: {})
+    urls = (f"sqlite:///{tmp_path / 'chunked.sqlite3'}", f"sqlite:///{tmp_path / 'reference.sqlite3'}")
+    with pytest.raises((AssertionError, IntegrityError)):
+        compare_imports(urls, tmp_path)
