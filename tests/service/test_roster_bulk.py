@@ -9,6 +9,7 @@ import csv
 import io
 import random
 import secrets
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -164,3 +165,59 @@ def test_a_chunk_that_does_not_read_the_stored_categories_is_caught(tmp_path: Pa
     urls = (f"sqlite:///{tmp_path / 'chunked.sqlite3'}", f"sqlite:///{tmp_path / 'reference.sqlite3'}")
     with pytest.raises((AssertionError, IntegrityError)):
         compare_imports(urls, tmp_path)
+
+
+def concurrent_imports(service: Service, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Two imports of files naming the same new persons, the second started while the first is between its
+    chunks (its rows written, not committed): each thread's outcome, a report or the exception it raised."""
+    people = [new_id_number() for _ in range(30)]
+    header = "id_number,name,scheme,region,category,valid_from,valid_to\n"
+    first = (header + "".join(f"{p},张三,resident,611002,dibao_rural_a,2024-01-01,\n" for p in people)).encode()
+    second = (header + "".join(f"{p},张三,resident,611002,orphan,2024-02-01,\n" for p in people)).encode()
+    monkeypatch.setattr(roster, "CHUNK_ROWS", 10)
+    real_chunk = roster._import_chunk
+    second_started = threading.Event()
+    first_waited = threading.Event()
+
+    def chunk(repo: Repository, rows: list[Any], report: roster.RosterReport) -> None:
+        if report.filename == "second.csv":
+            second_started.set()
+        real_chunk(repo, rows, report)
+        if report.filename == "first.csv" and not first_waited.is_set():
+            first_waited.set()
+            second_started.wait(timeout=2)  # with the lock the second cannot start: it waits for this one
+
+    monkeypatch.setattr(roster, "_import_chunk", chunk)
+    outcomes: list[Any] = [None, None]
+
+    def run(index: int, name: str, data: bytes) -> None:
+        try:
+            outcomes[index] = roster.import_roster(service.app.context, SYSTEM, name, data).as_dict()
+        except Exception as error:  # the outcome is what the test looks at
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(0, "first.csv", first))]
+    threads[0].start()
+    assert first_waited.wait(timeout=30)
+    threads.append(threading.Thread(target=run, args=(1, "second.csv", second)))
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_two_roster_imports_at_once_run_one_after_the_other(pg_service: Service,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = concurrent_imports(pg_service, monkeypatch)
+    assert isinstance(first, dict) and isinstance(second, dict), (first, second)
+    assert (first["accepted"], first["changed"]) == (30, 60)  # 30 persons and their first category rows
+    assert (second["accepted"], second["changed"]) == (30, 30)  # the persons known: their second category rows
+
+
+def test_without_the_import_lock_the_second_import_fails_on_the_unique_index(pg_service: Service,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planted fault for the test above."""
+    monkeypatch.setattr(Repository, "lock_roster", lambda self: None)
+    first, second = concurrent_imports(pg_service, monkeypatch)
+    assert isinstance(first, dict)
+    assert isinstance(second, IntegrityError)

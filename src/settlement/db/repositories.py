@@ -40,6 +40,7 @@ NONCES = cast(Table, WsseNonce.__table__)
 EXCHANGES = cast(Table, SoapExchange.__table__)
 SCHEDULE = cast(Table, TariffSchedule.__table__)
 TARIFF_SCHEDULE_LOCK = 0x7461726966  # "tarif": the advisory lock between activations and settlements
+ROSTER_IMPORT_LOCK = 0x726F73746572  # "roster": one roster import at a time
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,13 @@ class Repository:
             PersonCategory.valid_from == valid_from))
 
     # The roster import, a chunk of rows at a time (services.roster): reads and writes in bulk.
+
+    def lock_roster(self) -> None:
+        """One import at a time (PostgreSQL; SQLite's write transaction already holds the database): a second
+        waits, then reads what the first committed, instead of inserting the same persons beside it and failing
+        on the unique index when the first commits."""
+        if self.dialect == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:p_lock)"), {"p_lock": ROSTER_IMPORT_LOCK})
 
     def persons_by_id_number(self, id_numbers: Collection[str]) -> dict[str, tuple[int, str, str, str]]:
         """id number -> (id, name, scheme, region) of the persons known among `id_numbers`."""

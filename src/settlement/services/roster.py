@@ -77,6 +77,7 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     now = context.clock()
     with context.uow() as tx:
         repo = tx.repo
+        repo.lock_roster()
         categories = known_categories(context.tariffs.current(repo))
         chunk: list[RosterRow] = []
         for row in _accepted_rows(reader, categories, report):
