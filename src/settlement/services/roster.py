@@ -2,7 +2,9 @@
 
 The file is a CSV with a header: id_number,name,scheme,region,category,valid_from,valid_to (valid_to empty
 while open-ended; dates as YYYY-MM-DD; UTF-8 or GBK). Rows with errors are reported (line, reason, the ID
-number masked) and skipped; the valid rows are kept. Importing the same rows again changes nothing.
+number masked) and skipped; the valid rows are kept. Where a file names a person, or a person's category from one
+date, on several rows, its last row says what they are (so a file that contradicts itself still imports to one
+result). Importing the same rows again changes nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     if len(data) > MAX_BYTES:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the file is over {MAX_BYTES // (1024 * 1024)} MiB")
     report = RosterReport(filename, hashlib.sha256(data).hexdigest())
-    reader = csv.DictReader(io.StringIO(decode(data)))
+    text = decode(data)
+    reader = csv.DictReader(io.StringIO(text))
     if tuple(reader.fieldnames or ()) != COLUMNS:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the header must be {','.join(COLUMNS)}")
     now = context.clock()
@@ -79,13 +82,14 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
         repo = tx.repo
         repo.lock_roster()
         categories = known_categories(context.tariffs.current(repo))
+        final = _final_values(text, categories)
         chunk: list[RosterRow] = []
         for row in _accepted_rows(reader, categories, report):
             chunk.append(row)
             if len(chunk) == CHUNK_ROWS:
-                _import_chunk(repo, chunk, report)
+                _import_chunk(repo, chunk, final, report)
                 chunk = []
-        _import_chunk(repo, chunk, report)
+        _import_chunk(repo, chunk, final, report)
         if report.changed == 0:
             report.already_imported = True
             return report  # nothing changed: nothing is recorded, not even the import
@@ -111,27 +115,56 @@ class RosterRow(NamedTuple):
     valid_to: date | None
 
 
-def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: RosterReport) -> Iterator[RosterRow]:
+def _accepted_rows(reader: csv.DictReader[str], categories: set[str],
+                   report: RosterReport | None) -> Iterator[RosterRow]:
     """The file's valid rows, in order; the others are reported (line, masked person, reason)."""
     for row in reader:
-        report.rows += 1
         reason = _row_problem(row, categories)
+        if report is None:
+            if reason is None:
+                yield _parsed(row)
+            continue
+        report.rows += 1
         id_number = (row.get("id_number") or "").strip()
         if reason is not None:
             report.rejected.append({"line": reader.line_num, "person": mask_id_number(id_number), "reason": reason})
             continue
         report.accepted += 1
-        valid_to = (row["valid_to"] or "").strip()
-        yield RosterRow(id_number, row["name"].strip(), row["scheme"].strip(), row["region"].strip(),
-                        row["category"].strip(), date.fromisoformat(row["valid_from"].strip()),
-                        date.fromisoformat(valid_to) if valid_to else None)
+        yield _parsed(row)
 
 
-def _import_chunk(repo: Repository, rows: list[RosterRow], report: RosterReport) -> None:
+def _parsed(row: dict[str, str | None]) -> RosterRow:
+    """A valid row (see _row_problem) as values."""
+    def value(column: str) -> str:
+        return (row[column] or "").strip()
+
+    return RosterRow(value("id_number"), value("name"), value("scheme"), value("region"), value("category"),
+                     date.fromisoformat(value("valid_from")),
+                     date.fromisoformat(value("valid_to")) if value("valid_to") else None)
+
+
+class FinalValues(NamedTuple):
+    """What the file's last row of each says: a person's (name, scheme, region), a category row's end date."""
+
+    persons: dict[str, tuple[str, str, str]]
+    ends: dict[tuple[str, str, date], date | None]
+
+
+def _final_values(text: str, categories: set[str]) -> FinalValues:
+    """A first pass over the file's valid rows (nothing reported): the values their last rows give."""
+    final = FinalValues({}, {})
+    for row in _accepted_rows(csv.DictReader(io.StringIO(text)), categories, None):
+        final.persons[row.id_number] = (row.name, row.scheme, row.region)
+        final.ends[(row.id_number, row.category, row.valid_from)] = row.valid_to
+    return final
+
+
+def _import_chunk(repo: Repository, rows: list[RosterRow], final: FinalValues, report: RosterReport) -> None:
     """Apply a chunk of valid rows, in file order, in a few statements: its persons and their categories are read
     at once (rows of earlier chunks are already written, in this transaction), then the new and changed ones are
     written in bulk. Nothing is kept from one chunk to the next, so a large file takes no more memory than this.
-    A row changes something when it differs from what the rows before it (in the database or in this file) left."""
+    Each person and category row takes the file's final values (its last row's) the first time the file names it;
+    a change is counted when that differs from what is stored, so a later row of the same one changes nothing."""
     if not rows:
         return
     stored = repo.persons_by_id_number({row.id_number for row in rows})  # id number -> (id, name, scheme, region)
@@ -139,12 +172,12 @@ def _import_chunk(repo: Repository, rows: list[RosterRow], report: RosterReport)
     new_persons: dict[str, dict[str, Any]] = {}
     changed_persons: dict[int, dict[str, Any]] = {}
     for row in rows:
-        wanted = (row.name, row.scheme, row.region)
+        wanted = final.persons[row.id_number]
         if current.get(row.id_number) == wanted:
             continue
         report.changed += 1
         current[row.id_number] = wanted
-        values = {"name": row.name, "scheme": row.scheme, "region": row.region}
+        values = dict(zip(("name", "scheme", "region"), wanted, strict=True))
         if row.id_number in stored:
             person_id = stored[row.id_number][0]
             changed_persons[person_id] = {"id": person_id, **values}
@@ -160,16 +193,17 @@ def _import_chunk(repo: Repository, rows: list[RosterRow], report: RosterReport)
     changed_spans: dict[int, dict[str, Any]] = {}
     for row in rows:
         key = (ids[row.id_number], row.category, row.valid_from)
-        if key in ends and ends[key] == row.valid_to:
+        valid_to = final.ends[(row.id_number, row.category, row.valid_from)]
+        if key in ends and ends[key] == valid_to:
             continue
         report.changed += 1
-        ends[key] = row.valid_to
+        ends[key] = valid_to
         if key in spans:
             span_id = spans[key][0]
-            changed_spans[span_id] = {"id": span_id, "valid_to": row.valid_to}
+            changed_spans[span_id] = {"id": span_id, "valid_to": valid_to}
         else:
             new_spans[key] = {"person_id": key[0], "category": row.category, "valid_from": row.valid_from,
-                              "valid_to": row.valid_to}
+                              "valid_to": valid_to}
     repo.insert_categories(list(new_spans.values()))
     repo.update_categories(list(changed_spans.values()))
 
