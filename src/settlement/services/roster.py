@@ -162,7 +162,7 @@ def _final_values(text: str, categories: set[str]) -> FinalValues:
 def _import_chunk(repo: Repository, rows: list[RosterRow], final: FinalValues, report: RosterReport) -> None:
     """Apply a chunk of valid rows, in file order, in a few statements: its persons and their categories are read
     at once (rows of earlier chunks are already written, in this transaction), then the new and changed ones are
-    written in bulk. Nothing is kept from one chunk to the next, so a large file takes no more memory than this.
+    written in bulk. Only the file's last values (see _final_values) are kept from one chunk to the next.
     Each person and category row takes the file's final values (its last row's) the first time the file names it;
     a change is counted when that differs from what is stored, so a later row of the same one changes nothing."""
     if not rows:
