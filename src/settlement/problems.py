@@ -28,6 +28,7 @@ STATUS: dict[str, int] = {
     ServiceCode.QUOTE_CATEGORIES_CHANGED: 409,
     ServiceCode.ROSTER_INVALID: 422,
     ServiceCode.DATABASE_BUSY: 503,
+    ServiceCode.DATABASE_UNAVAILABLE: 503,
     ServiceCode.TRANSACTION_CANCELLED: 409,
     ServiceCode.DISCREPANCY_CLOSED: 409,
     ServiceCode.REVERSAL_REFUSED: 409,

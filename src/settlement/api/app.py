@@ -15,6 +15,8 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -200,7 +202,20 @@ def create_app(application: Application) -> FastAPI:
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
+        """Liveness: the worker answers (it does not look at the database: see /health/ready)."""
         return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["operations"], responses={503: ERRORS[503]})
+    def ready() -> Response:
+        """Readiness, for a load balancer or an operator: 200 when this worker reaches its database, else 503
+        DATABASE_UNAVAILABLE (with Retry-After)."""
+        try:
+            with application.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as error:
+            log.warning("readiness: the database does not answer (%s)", type(error).__name__)
+            return problem_response(ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer"))
+        return JSONResponse({"status": "ready"})
 
     @app.post("/v1/eligibility", tags=["cashier"], response_model=EligibilityOut, responses=ERRORS)
     def eligibility(request: EligibilityRequest, who: Auth) -> dict[str, Any]:
