@@ -3,12 +3,17 @@ its database; /health (liveness) answers whatever the database does, which is wh
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from settlement.api.app import database_problem
 from settlement.bootstrap import build
 from tests.service.conftest import LiveServer, serving, settings_for
 from tests.service.test_api import assert_problem
@@ -36,3 +41,29 @@ def test_not_ready_without_the_database_though_alive(without_database: LiveServe
     assert problem["detail"] == "the database does not answer" and reply.headers["retry-after"] == "1"
     # The liveness answer does not look at the database: as a readiness check it would have said yes here.
     assert httpx.get(f"{without_database.url}/health", timeout=10).json() == {"status": "ok"}
+
+
+def test_calls_while_the_database_is_gone_are_503_not_500(without_database: LiveServer) -> None:
+    """A database outage is not a bug: the caller gets 503 DATABASE_UNAVAILABLE with Retry-After and retries with
+    the same key (before, every call was a 500 INTERNAL_ERROR from the key's lookup)."""
+    with without_database.client("stl_abcdef123456_notarealkeybutwellformed") as client:
+        for reply in (client.post("/v1/eligibility", json={"id_number": "611002196804120038"}),
+                      client.post("/v1/settlements", json={"transaction_id": "T-1", "claim": {}}),
+                      client.get("/v1/settlements/ST-NOPE")):
+            problem = assert_problem(reply, 503, "DATABASE_UNAVAILABLE")
+            assert reply.headers["retry-after"] == "1" and "retry with the same key" in problem["detail"]
+
+
+@pytest.mark.parametrize(("original", "code"), [
+    (psycopg.errors.LockNotAvailable("lock timeout"), "DATABASE_BUSY"),  # the server answered: 55P03
+    (psycopg.errors.DeadlockDetected("deadlock"), "DATABASE_BUSY"),
+    (sqlite3.OperationalError("database is locked"), "DATABASE_BUSY"),
+    (psycopg.OperationalError("connection refused"), "DATABASE_UNAVAILABLE"),  # no answer: no SQLSTATE
+])
+def test_a_database_error_is_busy_when_the_server_answered_it(original: Exception, code: str) -> None:
+    error = OperationalError("SELECT 1", {}, original)
+    assert database_problem(error).code == code
+
+
+def test_a_full_pool_is_busy() -> None:
+    assert database_problem(PoolTimeoutError("QueuePool limit reached")).code == "DATABASE_BUSY"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -109,6 +111,19 @@ AUTH_PARAMETERS = [{"in": "header", "name": name, "required": False,
                    for name, title in (("authorization", "Authorization"), ("x-api-key", "X-Api-Key"))]
 
 
+def database_problem(error: Exception) -> ServiceError:
+    """What an OperationalError (or a full pool) tells the caller: an error the server answered with (a lock
+    timeout, a deadlock, SQLite's "database is locked") or a full pool is DATABASE_BUSY; no answer at all (the
+    connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After; only the type is logged."""
+    original = getattr(error, "orig", None)
+    answered = getattr(original, "sqlstate", None) is not None or isinstance(original, sqlite3.Error)
+    if isinstance(error, PoolTimeoutError) or answered:
+        log.warning("the database is busy (%s)", type(original or error).__name__)
+        return ServiceError(ServiceCode.DATABASE_BUSY, "the database is busy; retry with the same key")
+    log.warning("the database does not answer (%s)", type(original or error).__name__)
+    return ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer; retry with the same key")
+
+
 def problem_response(error: SettlementError | ServiceError) -> JSONResponse:
     status, body = problem_body(error)
     headers = {"Retry-After": "1"} if status == 503 else None
@@ -174,6 +189,13 @@ def create_app(application: Application) -> FastAPI:
         body = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
                 "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
         return JSONResponse(body, status_code=500, media_type=PROBLEM)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_trouble(_: Request, error: Exception) -> JSONResponse:
+        # Not a bug: the database is unreachable, or busy (a lock wait, a full pool). Retrying with the same key
+        # is safe; nothing was recorded.
+        return problem_response(database_problem(error))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> Response:
