@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from lxml import etree
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from settlement.api.app import database_problem
 from settlement.bootstrap import build
+from settlement.services.errors import database_problem
 from tests.service.conftest import LiveServer, serving, settings_for
 from tests.service.test_api import assert_problem
+from tests.soap.conftest import SOAP11, soap_envelope, wsse_header
+
+STANDARD = "urn:settlement:soap:v1"
+FAULT_NS = "urn:settlement:soap:fault"
 
 
 @pytest.fixture
@@ -67,3 +73,17 @@ def test_a_database_error_is_busy_when_the_server_answered_it(original: Exceptio
 
 def test_a_full_pool_is_busy() -> None:
     assert database_problem(PoolTimeoutError("QueuePool limit reached")).code == "DATABASE_BUSY"
+
+
+def test_a_soap_call_while_the_database_is_gone_is_a_server_fault_to_retry(without_database: LiveServer) -> None:
+    """SOAP carries the same code as REST: a Server fault DATABASE_UNAVAILABLE (it was INTERNAL_ERROR, a bug's)."""
+    header = wsse_header("H61100200011", "not-checked-before-the-lookup", datetime.now(UTC))
+    envelope = soap_envelope(f'<EligibilityRequest xmlns="{STANDARD}"><idNumber>611002196804120038</idNumber>'
+                             "</EligibilityRequest>", header)
+    reply = httpx.post(f"{without_database.url}/soap", content=envelope,
+                       headers={"Content-Type": "text/xml; charset=utf-8"}, timeout=30)
+    assert reply.status_code == 500, reply.text[:300]  # WS-I: a fault travels with 500
+    fault = etree.fromstring(reply.content).find(f".//{{{SOAP11}}}Fault")
+    assert fault is not None and fault.findtext("faultcode") == "soap:Server"
+    assert fault.findtext(f".//{{{FAULT_NS}}}code") == "DATABASE_UNAVAILABLE"
+    assert fault.findtext(f".//{{{FAULT_NS}}}status") == "503"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +32,7 @@ from settlement.problems import problem_body
 from settlement.services import tariffs
 from settlement.services.auth import Caller, CallerCache, authenticate
 from settlement.services.context import Context
-from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.errors import ServiceCode, ServiceError, database_problem
 from settlement.services.finance import Filters, list_discrepancies, resolve, run_clearing, run_report
 from settlement.services.reconciliation import Reconciler
 from settlement.services.roster import MAX_BYTES as ROSTER_FILE_BYTES
@@ -109,19 +108,6 @@ Auth = Annotated[Caller, Depends(current_caller)]
 AUTH_PARAMETERS = [{"in": "header", "name": name, "required": False,
                     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": title}}
                    for name, title in (("authorization", "Authorization"), ("x-api-key", "X-Api-Key"))]
-
-
-def database_problem(error: Exception) -> ServiceError:
-    """What an OperationalError (or a full pool) tells the caller: an error the server answered with (a lock
-    timeout, a deadlock, SQLite's "database is locked") or a full pool is DATABASE_BUSY; no answer at all (the
-    connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After; only the type is logged."""
-    original = getattr(error, "orig", None)
-    answered = getattr(original, "sqlstate", None) is not None or isinstance(original, sqlite3.Error)
-    if isinstance(error, PoolTimeoutError) or answered:
-        log.warning("the database is busy (%s)", type(original or error).__name__)
-        return ServiceError(ServiceCode.DATABASE_BUSY, "the database is busy; retry with the same key")
-    log.warning("the database does not answer (%s)", type(original or error).__name__)
-    return ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer; retry with the same key")
 
 
 def problem_response(error: SettlementError | ServiceError) -> JSONResponse:

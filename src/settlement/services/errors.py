@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from enum import StrEnum
 
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
 from settlement.domain.errors import Problem
+
+log = logging.getLogger("settlement.database")
 
 
 class ServiceCode(StrEnum):
@@ -60,3 +66,16 @@ class ServiceError(Exception):
         self.message = message
         self.problems = problems or []
         super().__init__(f"{code}: {message}")
+
+
+def database_problem(error: Exception) -> ServiceError:
+    """What an OperationalError (or a full pool) tells the caller: an error the server answered with (a lock
+    timeout, a deadlock, SQLite's "database is locked") or a full pool is DATABASE_BUSY; no answer at all (the
+    connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After; only the type is logged."""
+    original = getattr(error, "orig", None)
+    answered = getattr(original, "sqlstate", None) is not None or isinstance(original, sqlite3.Error)
+    if isinstance(error, PoolTimeoutError) or answered:
+        log.warning("the database is busy (%s)", type(original or error).__name__)
+        return ServiceError(ServiceCode.DATABASE_BUSY, "the database is busy; retry with the same key")
+    log.warning("the database does not answer (%s)", type(original or error).__name__)
+    return ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer; retry with the same key")

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 
 from lxml import etree
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.settling import AsyncPipelinedSettling
@@ -33,7 +35,7 @@ from settlement.domain.privacy import mask_id_number, mask_name
 from settlement.problems import problem_body, status_of
 from settlement.services.auth import Caller
 from settlement.services.context import Context
-from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.errors import ServiceCode, ServiceError, database_problem
 from settlement.services.settlements import Reply, SettlementService
 from settlement.services.soap_access import (
     SoapPrincipal,
@@ -211,6 +213,10 @@ class Gateway:
         except (XmlRejected, ServiceError, SettlementError) as error:
             answer = fault(error, exchange.dialect)
             outcome = str(error.code)
+        except (OperationalError, PoolTimeoutError) as error:  # the database, not a bug: a Server fault to retry
+            trouble = database_problem(error)
+            answer = fault(trouble, exchange.dialect)
+            outcome = str(trouble.code)
         except Exception as error:  # a bug: a Server fault, and only the exception's type is logged
             log.error("unexpected %s while handling a SOAP request", type(error).__name__)
             problem = {"code": "INTERNAL_ERROR", "detail": "an unexpected error; retry with the same message id"}
