@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from settlement.api import bodies, limits
+from settlement.api.last_resort import LastResort
 from settlement.bootstrap import Application
 from settlement.db.bookkeeping import async_bookkeeping_for
 from settlement.db.settling import async_settling_for
@@ -156,6 +157,8 @@ def create_app(application: Application) -> FastAPI:
     app.add_middleware(limits.BodyLimit, default=settings.max_body_bytes, exempt_prefix="/soap", by_path={
         "/v1/admin/roster": ROSTER_BODY_BYTES, "/v1/admin/tariffs": TARIFF_BODY_BYTES,
         "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES})
+    # Added last, so outermost of ours: it answers a bug's exception and keeps its message out of the server's log.
+    app.add_middleware(LastResort)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -164,17 +167,6 @@ def create_app(application: Application) -> FastAPI:
     @app.exception_handler(SettlementError)
     async def _settlement_error(_: Request, error: SettlementError) -> JSONResponse:
         return problem_response(error)
-
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, error: Exception) -> JSONResponse:
-        # A 500 is a bug. Only the exception's type is logged: messages may carry personal data.
-        diagnostics = getattr(getattr(error, "orig", None), "diag", None)
-        constraint = getattr(diagnostics, "constraint_name", None)  # a name, never a value: safe to log
-        log.error("unexpected %s while handling a request%s", type(error).__name__,
-                  f" (constraint {constraint})" if constraint else "")
-        body = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
-                "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
-        return JSONResponse(body, status_code=500, media_type=PROBLEM)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
