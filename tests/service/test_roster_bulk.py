@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from settlement.bootstrap import SYSTEM
@@ -74,7 +74,9 @@ def row_by_row_import(context: Context, data: bytes) -> dict[str, Any]:
             valid_from = date.fromisoformat(row["valid_from"].strip())
             end = last_end[(id_number, row["category"].strip(), row["valid_from"].strip())]
             valid_to = date.fromisoformat(end) if end else None
-            existing = repo.category_row(person.id, row["category"].strip(), valid_from)
+            existing = tx.session.scalar(select(PersonCategory).where(
+                PersonCategory.person_id == person.id, PersonCategory.category == row["category"].strip(),
+                PersonCategory.valid_from == valid_from))
             if existing is None:
                 repo.add(PersonCategory(person_id=person.id, category=row["category"].strip(),
                                         valid_from=valid_from, valid_to=valid_to))

@@ -175,11 +175,6 @@ class Repository:
         rows = self._core(_statements(self.dialect).categories_on, {"p_id": id_number, "p_day": day})
         return [CategorySpan(*row) for row in rows]
 
-    def category_row(self, person_id: int, category: str, valid_from: date) -> PersonCategory | None:
-        return self.session.scalar(select(PersonCategory).where(
-            PersonCategory.person_id == person_id, PersonCategory.category == category,
-            PersonCategory.valid_from == valid_from))
-
     # The roster import, a chunk of rows at a time (services.roster): reads and writes in bulk.
 
     def lock_roster(self) -> None:

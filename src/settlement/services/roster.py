@@ -73,8 +73,7 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     if len(data) > MAX_BYTES:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the file is over {MAX_BYTES // (1024 * 1024)} MiB")
     report = RosterReport(filename, hashlib.sha256(data).hexdigest())
-    text = decode(data)
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(decode(data)))
     if tuple(reader.fieldnames or ()) != COLUMNS:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the header must be {','.join(COLUMNS)}")
     now = context.clock()
@@ -82,14 +81,10 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
         repo = tx.repo
         repo.lock_roster()
         categories = known_categories(context.tariffs.current(repo))
-        final = _final_values(text, categories)
-        chunk: list[RosterRow] = []
-        for row in _accepted_rows(reader, categories, report):
-            chunk.append(row)
-            if len(chunk) == CHUNK_ROWS:
-                _import_chunk(repo, chunk, final, report)
-                chunk = []
-        _import_chunk(repo, chunk, final, report)
+        rows = list(_accepted_rows(reader, categories, report))
+        final = _final_values(rows)
+        for start in range(0, len(rows), CHUNK_ROWS):
+            _import_chunk(repo, rows[start:start + CHUNK_ROWS], final, report)
         if report.changed == 0:
             report.already_imported = True
             return report  # nothing changed: nothing is recorded, not even the import
@@ -115,15 +110,10 @@ class RosterRow(NamedTuple):
     valid_to: date | None
 
 
-def _accepted_rows(reader: csv.DictReader[str], categories: set[str],
-                   report: RosterReport | None) -> Iterator[RosterRow]:
+def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: RosterReport) -> Iterator[RosterRow]:
     """The file's valid rows, in order; the others are reported (line, masked person, reason)."""
     for row in reader:
         reason = _row_problem(row, categories)
-        if report is None:
-            if reason is None:
-                yield _parsed(row)
-            continue
         report.rows += 1
         id_number = (row.get("id_number") or "").strip()
         if reason is not None:
@@ -150,10 +140,10 @@ class FinalValues(NamedTuple):
     ends: dict[tuple[str, str, date], date | None]
 
 
-def _final_values(text: str, categories: set[str]) -> FinalValues:
-    """A first pass over the file's valid rows (nothing reported): the values their last rows give."""
+def _final_values(rows: list[RosterRow]) -> FinalValues:
+    """The values the file's last rows give."""
     final = FinalValues({}, {})
-    for row in _accepted_rows(csv.DictReader(io.StringIO(text)), categories, None):
+    for row in rows:
         final.persons[row.id_number] = (row.name, row.scheme, row.region)
         final.ends[(row.id_number, row.category, row.valid_from)] = row.valid_to
     return final
@@ -162,7 +152,7 @@ def _final_values(text: str, categories: set[str]) -> FinalValues:
 def _import_chunk(repo: Repository, rows: list[RosterRow], final: FinalValues, report: RosterReport) -> None:
     """Apply a chunk of valid rows, in file order, in a few statements: its persons and their categories are read
     at once (rows of earlier chunks are already written, in this transaction), then the new and changed ones are
-    written in bulk. Only the file's last values (see _final_values) are kept from one chunk to the next.
+    written in bulk.
     Each person and category row takes the file's final values (its last row's) the first time the file names it;
     a change is counted when that differs from what is stored, so a later row of the same one changes nothing."""
     if not rows:
