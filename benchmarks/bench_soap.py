@@ -35,6 +35,7 @@ from benchmarks.bench_service import (
 from settlement.soap.wsse import DIGEST_TYPE, WSSE, WSU, password_digest
 
 STANDARD = "urn:settlement:soap:v1"
+FLOOR = "SOAP floor (unmapped)"
 
 
 def settle_element(request: dict[str, Any]) -> str:
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--persons", type=int, default=2000)
+    parser.add_argument("--floor", action="store_true",
+                        help="also load /soap-floor (benchmarks/soap_floor_app.py): SOAP's required work, unmapped")
     args = parser.parse_args()
 
     with bench_database() as env:
@@ -100,10 +103,14 @@ def main() -> None:
         cli(env, "hospitals", "bind", code, "standard")
         password = cli(env, "hospitals", "soap-password", code).split()[-1]
         bodies = patient_bodies(args.persons)
-        process, url = start("settlement.api.asgi:create", env, args.workers)
+        factory = "benchmarks.soap_floor_app:create" if args.floor else "settlement.api.asgi:create"
+        process, url = start(factory, env, args.workers)
         rest = rest_requests(bodies, {"Authorization": f"Bearer {key}"})
         soap = soap_requests(bodies, code, password)
-        kinds = (("REST settle", "/v1/settlements", rest, 201), ("SOAP settle", "/soap", soap, 200))
+        kinds: tuple[tuple[str, str, Builder, int], ...] = (
+            ("REST settle", "/v1/settlements", rest, 201), ("SOAP settle", "/soap", soap, 200))
+        if args.floor:
+            kinds += ((FLOOR, "/soap-floor", soap, 200),)
         slices: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _, _ in kinds}
         try:
             for _, path, build, status in kinds:
@@ -126,6 +133,11 @@ def main() -> None:
     ratio = results["SOAP settle"]["rps"] / results["REST settle"]["rps"]
     print(f"ratio SOAP / REST: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'})")
     print(f"slice by slice ({args.slice:.0f} s each, in turn): {', '.join(rounds)}")
+    if FLOOR in results:
+        floor_rounds = [f"{floor / rest:.2f}" for rest, floor
+                        in zip(results["REST settle"]["rounds"], results[FLOOR]["rounds"], strict=True)]
+        print(f"ratio floor / REST: {results[FLOOR]['rps'] / results['REST settle']['rps']:.2f}; slice by slice: "
+              + ", ".join(floor_rounds))
     print(json.dumps({"ratio": round(ratio, 3)}))
 
 

@@ -19,9 +19,11 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     Service,
     claim_body,
     database_url,
+    fresh_pg_url,
     import_roster_rows,
     live,
     new_id_number,
+    pg_service,
     pg_url,
     service,
 )

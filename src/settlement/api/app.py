@@ -198,6 +198,7 @@ def create_app(application: Application) -> FastAPI:
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
 
     app.state.soap = add_soap_routes(app, application, io)
+    app.state.soap_io = io  # read by the SOAP benchmark's floor (benchmarks/soap_floor_app.py)
     bodies.add_schemas(app, SettleRequest)
 
     @app.get("/health", tags=["operations"])

@@ -13,6 +13,7 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from settlement.db.aiopool import AsyncPool
+from settlement.db.settling import Companion
 
 T = TypeVar("T")
 ADD_EXCHANGE = """
@@ -20,6 +21,12 @@ INSERT INTO soap_exchanges (hospital_id, dialect, operation, code, message_id, s
     created_at)
 VALUES (%(hospital_id)s, %(dialect)s, %(operation)s, %(code)s, %(message_id)s, %(settlement_id)s, %(outcome)s,
     %(request)s, %(reply)s, %(created_at)s)
+"""
+# A nonce claimed inside a settlement's transaction: a row when it was new, none when it was seen already (or is
+# being claimed by another transaction, which this one then waits for).
+CLAIM_NONCE = """
+INSERT INTO wsse_nonces (hospital_id, nonce, seen_at) VALUES (%(hospital_id)s, %(nonce)s, %(seen_at)s)
+ON CONFLICT DO NOTHING RETURNING 1
 """
 
 
@@ -60,6 +67,22 @@ class AsyncBookkeeping:
             return True
 
         return await self._run(work)
+
+    async def purge_nonces(self, before: datetime) -> None:
+        async def work(connection: psycopg.AsyncConnection[Any]) -> None:
+            await connection.execute("DELETE FROM wsse_nonces WHERE seen_at < %s", (before,))
+
+        await self._run(work)
+
+    @staticmethod
+    def nonce_claim(hospital_id: int, nonce: str, seen_at: datetime) -> Companion:
+        """`add_nonce` as a statement of a settlement's transaction (settlement.db.settling.Companion)."""
+        return Companion(CLAIM_NONCE, {"hospital_id": hospital_id, "nonce": nonce, "seen_at": seen_at})
+
+    @staticmethod
+    def exchange_companion(values: dict[str, Any]) -> Companion:
+        """`add_exchange` as a statement of a settlement's transaction."""
+        return Companion(ADD_EXCHANGE, values)
 
     async def add_exchange(self, values: dict[str, Any]) -> None:
         async def work(connection: psycopg.AsyncConnection[Any]) -> None:

@@ -322,18 +322,30 @@ class PipelinedSettling:
             pooled.close()
 
 
+class Companion(NamedTuple):
+    """A statement of the caller's own run inside a settlement's transaction (PostgreSQL, on the event loop), in
+    one of its two round trips: the SOAP endpoint records a message's nonce and its envelope log row there, so
+    that they commit with the settlement instead of costing a transaction each."""
+
+    sql: str
+    parameters: dict[str, Any]
+
+
 class _AsyncPipelinedTransaction:
-    def __init__(self, connection: psycopg.AsyncConnection[Any], opened: Opened) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection[Any], opened: Opened, claimed: bool | None) -> None:
         self.connection = connection
         self.opened = opened
         self.committed = False
+        self.claimed = claimed  # whether the claim (a statement RETURNING a row when it took) took; None: none
 
     async def active_versions(self) -> Sequence[VersionRow]:
         cursor = await self.connection.execute(ACTIVE_VERSIONS)
         return PostgresStatements.versions(await cursor.fetchall())
 
-    async def record(self, rows: SettlementRows) -> None:
+    async def record(self, rows: SettlementRows, also: Sequence[Companion] = ()) -> None:
         await self.connection.execute(WRITE, PostgresStatements.write_parameters(rows))
+        for companion in also:
+            await self.connection.execute(companion.sql, companion.parameters)
 
     async def commit(self) -> None:
         await self.connection.execute("COMMIT")  # sent with the write when the block ends
@@ -356,7 +368,10 @@ class AsyncPipelinedSettling:
         await self.pool.close()
 
     @asynccontextmanager
-    async def begin(self, key: SettlementKey) -> AsyncIterator[_AsyncPipelinedTransaction]:
+    async def begin(self, key: SettlementKey,
+                    claim: Companion | None = None) -> AsyncIterator[_AsyncPipelinedTransaction]:
+        """`claim`: a statement sent in the first round trip, after the read, whose RETURNING row (or none) tells
+        the transaction's `claimed`; it commits with the settlement or not at all."""
         lost = False
         try:
             connection = await self.pool.connection()
@@ -366,8 +381,10 @@ class AsyncPipelinedSettling:
                     locked = await connection.execute(PostgresStatements.lock_year,
                                                       PostgresStatements.lock_parameters(key))
                     read = await connection.execute(READ, PostgresStatements.read_parameters(key))
+                    claimed = await connection.execute(claim.sql, claim.parameters) if claim is not None else None
                     transaction = _AsyncPipelinedTransaction(connection, PostgresStatements.opened(
-                        await locked.fetchone(), await read.fetchone()))
+                        await locked.fetchone(), await read.fetchone()),
+                        None if claimed is None else await claimed.fetchone() is not None)
                     try:
                         yield transaction
                     finally:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal
 from settlement.db.repositories import Repository, StoredAnswer, YearFigures
-from settlement.db.settling import AsyncPipelinedSettling, Opened, SettlementKey, SettlementRows
+from settlement.db.settling import AsyncPipelinedSettling, Companion, Opened, SettlementKey, SettlementRows
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import SettlementError
@@ -53,6 +53,19 @@ RETRIES = 3
 # system's entropy is enough, and far cheaper than reading os.urandom on every settlement.
 _IDS = random.Random()  # noqa: S311
 os.register_at_fork(after_in_child=_IDS.seed)  # forked workers must not draw the same sequence
+
+
+@dataclass
+class Companions:
+    """What a caller records with a settlement, in its transaction (PostgreSQL, on the event loop): `claim` goes
+    in the first round trip (when it takes no row, `refused()` is raised and nothing is recorded), `after(reply)`
+    with the write. `committed` tells whether both committed with a settlement; when none was made (a replay, a
+    failure) nothing of theirs was recorded, and the caller records what it needs its own way."""
+
+    claim: Companion
+    refused: Callable[[], Exception]
+    after: Callable[[Reply], Companion]
+    committed: bool = False
 
 
 class _SettlePlan(NamedTuple):
@@ -315,21 +328,28 @@ class SettlementService:
 
         return self._idempotent(attempt, plan.hospital_id, request.transaction_id, "settle", plan.request_hash)
 
-    async def settle_async(self, caller: Caller, request: SettleRequest, settling: AsyncPipelinedSettling) -> Reply:
-        """`settle` on the event loop (the service on PostgreSQL): the same steps and rules, the database awaited."""
+    async def settle_async(self, caller: Caller, request: SettleRequest, settling: AsyncPipelinedSettling,
+                           companions: Companions | None = None) -> Reply:
+        """`settle` on the event loop (the service on PostgreSQL): the same steps and rules, the database awaited.
+        `companions`: the caller's own statements, committed with the settlement (see Companions)."""
         plan = self._settle_plan(caller, request)
 
         async def attempt() -> Reply:
             self._before_locking(caller, request.claim)
-            async with settling.begin(plan.locked) as tx:
+            async with settling.begin(plan.locked, companions.claim if companions is not None else None) as tx:
+                if companions is not None and not tx.claimed:
+                    raise companions.refused()
                 opened = tx.opened
                 # The versions are read in this transaction only when the schedule moved since this worker loaded it.
                 versions = () if self.ctx.tariffs.loaded(opened.generation) else await tx.active_versions()
                 tariffs = self.ctx.tariffs.at(opened.generation, lambda: versions)
                 rows, reply = self._settle_in(request, plan, opened, tariffs)
                 if rows is not None:
-                    await tx.record(rows)
+                    await tx.record(rows, (companions.after(reply),) if companions is not None else ())
                     await tx.commit()
+            # Here the pipeline has answered: the COMMIT went through.
+            if companions is not None:
+                companions.committed = rows is not None
             return reply
 
         try:

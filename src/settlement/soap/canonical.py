@@ -93,37 +93,47 @@ def _attribute(text: str) -> str:
     return _escaped(text).replace('"', "&quot;").replace("\t", "&#9;").replace("\n", "&#10;")
 
 
+@functools.lru_cache(maxsize=4096)  # keys are mostly the reply's own field names and fund codes; bounded all the same
+def _tags(key: str) -> tuple[str, str] | None:
+    """The opening and closing tags of an object's key (None: the key is left out)."""
+    if key in OMITTED:
+        return None
+    if _is_name(key):
+        return f"<{key}>", f"</{key}>"
+    return f'<entry key="{_attribute(key)}">', "</entry>"
+
+
 def write(parts: list[str], value: Any) -> None:
     """Append the canonical XML of a JSON value (an element's content) to `parts`."""
+    append = parts.append
     if isinstance(value, dict):
         for key, item in value.items():
-            name = str(key)
-            if name in OMITTED:
+            tags = _tags(str(key))
+            if tags is None:
                 continue
-            if _is_name(name):
-                opening, closing = f"<{name}>", f"</{name}>"
-            else:
-                opening, closing = f'<entry key="{_attribute(name)}">', "</entry>"
             if isinstance(item, str):
-                parts.append(f"{opening}{_escaped(item)}{closing}")
+                # Most leaves are amounts and codes with nothing to escape: tested inline, without a call.
+                if "&" in item or "<" in item or ">" in item or "\r" in item:
+                    item = _escaped(item)
+                append(tags[0] + item + tags[1])
             else:
-                parts.append(opening)
+                append(tags[0])
                 write(parts, item)
-                parts.append(closing)
+                append(tags[1])
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, str):
-                parts.append(f"<item>{_escaped(item)}</item>")
+                append(f"<item>{_escaped(item)}</item>")
             else:
-                parts.append("<item>")
+                append("<item>")
                 write(parts, item)
-                parts.append("</item>")
+                append("</item>")
     elif value is None:
         return
     elif isinstance(value, bool):
-        parts.append("true" if value else "false")
+        append("true" if value else "false")
     else:
-        parts.append(_escaped(str(value)))
+        append(_escaped(str(value)))
 
 
 # Fund groups by the national fund codes (domain.md): what legacy replies report as one amount each.
