@@ -83,7 +83,8 @@ def test_a_connection_killed_in_steady_use_costs_one_retry_not_the_settlement(pg
 def test_without_the_retry_a_killed_connection_fails_the_call_and_records_nothing(
         pg_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """The control of the test above: with a single attempt the dead connection's failure reaches the caller
-    (as the service's 503 DATABASE_BUSY), and nothing is recorded under the key, so its retry settles once."""
+    (as the service's 503 DATABASE_UNAVAILABLE: the server gave no answer, it is no lock wait), and nothing is
+    recorded under the key, so its retry settles once."""
     code, caller = hospital(pg_service)
     assert settle(pg_service, caller, request(code, "ONCE-1")) == 201
     monkeypatch.setattr(engines, "PING_AFTER_IDLE_SECONDS", 3600.0)
@@ -92,7 +93,7 @@ def test_without_the_retry_a_killed_connection_fails_the_call_and_records_nothin
     retried = request(code, "ONCE-2")
     with pytest.raises(ServiceError) as refused:
         settle(pg_service, caller, retried)
-    assert refused.value.code == ServiceCode.DATABASE_BUSY
+    assert refused.value.code == ServiceCode.DATABASE_UNAVAILABLE
     assert settlement_count(pg_service, "ONCE-2") == 0
     assert settle(pg_service, caller, retried) == 201  # the caller's retry, same key and body
     assert settlement_count(pg_service, "ONCE-2") == 1
@@ -143,7 +144,7 @@ def test_over_http_an_idle_connection_is_pinged_before_use(pg_service: Service, 
 def test_over_http_without_the_retry_the_call_fails_with_503_and_records_nothing(
         pg_service: Service, pg_live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The control of the two tests above: no ping, a single attempt: the dead connection's failure reaches the
-    caller as 503 DATABASE_BUSY, nothing is recorded, and the caller's retry settles once."""
+    caller as 503 DATABASE_UNAVAILABLE, nothing is recorded, and the caller's retry settles once."""
     code, key = pg_service.hospital()
     warm(pg_live, key, code, 3)
     monkeypatch.setattr(engines, "PING_AFTER_IDLE_SECONDS", 3600.0)
@@ -151,7 +152,7 @@ def test_over_http_without_the_retry_the_call_fails_with_503_and_records_nothing
     kill_connections(pg_service)
     body = bill(code, "NORETRY-1")
     refused = post(pg_live, key, body)
-    assert refused.status_code == 503 and refused.json()["code"] == "DATABASE_BUSY"
+    assert refused.status_code == 503 and refused.json()["code"] == "DATABASE_UNAVAILABLE"
     assert settlement_count(pg_service, "NORETRY-1") == 0
     assert post(pg_live, key, body).status_code == 201
     assert settlement_count(pg_service, "NORETRY-1") == 1

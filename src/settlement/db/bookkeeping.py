@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg_pool import PoolClosed, PoolTimeout
 from sqlalchemy.engine import Engine
 
 from settlement.db.aiopool import AsyncPool
-from settlement.db.settling import Companion
+from settlement.db.settling import Companion, database_error
 
 T = TypeVar("T")
 ADD_EXCHANGE = """
@@ -41,17 +42,23 @@ class AsyncBookkeeping:
         await self.pool.close()
 
     async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Once more on a new connection when the first was found dead."""
-        for attempt in (1, 2):
-            connection = await self.pool.connection()
-            try:
-                return await work(connection)
-            except psycopg.OperationalError:
-                if not (connection.broken or connection.closed) or attempt == 2:
-                    raise
-                await self.pool.replace_idle()
-            finally:
-                await self.pool.release(connection)
+        """Once more on a new connection when the first was found dead. The driver's errors are raised as
+        SQLAlchemy's, as the blocking bookkeeping raises them, so that callers answer an outage with 503."""
+        try:
+            for attempt in (1, 2):
+                connection = await self.pool.connection()
+                try:
+                    return await work(connection)
+                except psycopg.OperationalError:
+                    if not (connection.broken or connection.closed) or attempt == 2:
+                        raise
+                    await self.pool.replace_idle()
+                finally:
+                    await self.pool.release(connection)
+        except (PoolTimeout, PoolClosed) as error:
+            raise database_error(psycopg.OperationalError(str(error))) from None
+        except psycopg.Error as error:
+            raise database_error(error) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def add_nonce(self, hospital_id: int, nonce: str, seen_at: datetime, purge_before: datetime | None) -> bool:

@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from settlement.db.aiopool import DatabaseUnreachable
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal
 from settlement.db.repositories import Repository, StoredAnswer, YearFigures
 from settlement.db.settling import AsyncPipelinedSettling, Companion, Opened, SettlementKey, SettlementRows
@@ -39,7 +40,7 @@ from settlement.problems import is_kept, problem_body
 from settlement.services import quotes
 from settlement.services.auth import Caller
 from settlement.services.context import Context
-from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.errors import ServiceCode, ServiceError, database_problem
 from settlement.tariffstore.store import ResolvedTariff, TariffStore
 from settlement.wire.claims import ServiceClaimIn
 from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
@@ -158,7 +159,12 @@ def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError
             raise error
         return
     log.warning("database busy (attempt %d): %s", attempt + 1, type(error.orig).__name__)
+    if isinstance(error.orig, DatabaseUnreachable):  # retrying within the request would only wait longer
+        raise database_problem(error) from None
     if attempt == RETRIES - 1:
+        problem = database_problem(error)
+        if problem.code == ServiceCode.DATABASE_UNAVAILABLE:  # no answer from the server at all, not a lock
+            raise problem from None
         raise ServiceError(ServiceCode.DATABASE_BUSY, "the person's record is busy; retry with the same key") from None
 
 
