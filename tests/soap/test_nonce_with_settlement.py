@@ -6,15 +6,20 @@ log row is written with the settlement, so they commit together or not at all. T
 - a captured token on another message settles nothing, even when both are sent at once;
 - a settlement whose reply cannot be made answers a fault, its nonce is spent, and a retry under the same
   message id ends in exactly one settlement whose logged reply is the reply sent.
+- a settlement purges old nonces now and then, as every other call does.
 
-The planted fault is a nonce claim that always takes (it never looks at the nonces seen): the checks catch it.
+The planted faults, which the checks catch: a nonce claim that always takes (it never looks at the nonces seen),
+and a settlement that never purges.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable
+from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,7 +29,7 @@ from sqlalchemy import text
 from settlement.soap import gateway
 from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, serving
 from tests.soap.conftest import SoapHospital, message_id, soap_envelope, soap_hospital_for, wsse_header
-from tests.soap.test_wsse import counts, fault_of, post, records_nothing, settle_xml
+from tests.soap.test_wsse import WINDOW, counts, fault_of, post, records_nothing, settle_xml
 
 CLAIM_THAT_ALWAYS_TAKES = "SELECT 1 WHERE %(hospital_id)s::int IS NOT NULL OR %(nonce)s::text <> '' " \
                           "OR %(seen_at)s::timestamptz IS NOT NULL"
@@ -134,3 +139,39 @@ def test_a_reply_that_cannot_be_made_spends_the_nonce_and_a_retry_settles_once(
             "SELECT reply FROM soap_exchanges WHERE settlement_id = :id ORDER BY id DESC"),
             {"id": settled[0][0]}).scalars().first()
     assert logged == retry.content.decode("utf-8")
+
+
+def check_old_nonces_are_purged_after_a_settlement(service: Service, live: LiveServer, hospital: SoapHospital,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nonces older than two windows are purged now and then (one call in 256; here always), by a settlement as by
+    any other call: afterwards the old nonce is accepted again in a token with a fresh Created."""
+    from settlement.services import soap_access
+
+    always = SimpleNamespace(randbelow=lambda _: 0, token_urlsafe=secrets.token_urlsafe)
+    start = service.clock()
+    nonce = os.urandom(16)
+    assert post(live, new_settle(hospital, wsse_header(hospital.code, hospital.password, start, nonce))
+                ).status_code == 200
+    monkeypatch.setattr(gateway, "secrets", always)
+    monkeypatch.setattr(soap_access, "secrets", always)
+    service.clock.now = start + 2 * WINDOW + timedelta(seconds=1)
+    purging = post(live, new_settle(hospital, wsse_header(hospital.code, hospital.password, service.clock())))
+    assert purging.status_code == 200, purging.text
+    again = post(live, new_settle(hospital, wsse_header(hospital.code, hospital.password, service.clock(), nonce)))
+    assert again.status_code == 200, again.text
+
+
+def test_old_nonces_are_purged_after_a_settlement(service: Service, live: LiveServer, soap_hospital: SoapHospital,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    check_old_nonces_are_purged_after_a_settlement(service, live, soap_hospital, monkeypatch)
+
+
+def test_the_purge_check_catches_a_settlement_that_never_purges(pg_service: Service,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL only: there a settlement records its nonce in its own transaction and purges on its own."""
+    async def never(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(gateway.Gateway, "_purge_nonces", never)
+    with serving(pg_service.app) as live, pytest.raises(AssertionError):
+        check_old_nonces_are_purged_after_a_settlement(pg_service, live, soap_hospital_for(pg_service), monkeypatch)
