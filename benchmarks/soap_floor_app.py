@@ -26,9 +26,14 @@ from settlement.api.asgi import freeze_startup_heap
 from settlement.bootstrap import build
 from settlement.config import Settings
 from settlement.db.settling import Companion
-from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.settlements import Companions, Reply
-from settlement.services.soap_access import NONCE_REPLAYED, SoapPrincipal, remember_nonce_async
+from settlement.services.soap_access import (
+    SoapPrincipal,
+    exchange_companion,
+    nonce_claim,
+    nonce_replayed,
+    remember_nonce_async,
+)
 from settlement.soap import wsse
 from settlement.soap.gateway import Answer, AsyncIo, Gateway, locate, mask, parse_envelope, read_message, render_reply
 from settlement.wire.requests import SettleRequest
@@ -82,15 +87,14 @@ def create() -> FastAPI:
         hospital_id = caller.hospital_id
 
         def logged(reply: Reply) -> Companion:
-            return io.bookkeeping.exchange_companion({
+            return exchange_companion(gateway.context, {
                 "hospital_id": hospital_id, "dialect": dialect.name, "operation": "settle",
                 "code": "SettleRequest", "message_id": message_id,
                 "settlement_id": reply.json().get("settlement_id"), "outcome": "ok", "request": mask(text, names),
-                "reply": mask(answer.body.decode("utf-8"), names), "created_at": gateway.context.clock()})
+                "reply": mask(answer.body.decode("utf-8"), names)})
 
         # The nonce and the log row go in the settlement's transaction, as /soap records them.
-        companions = Companions(io.bookkeeping.nonce_claim(hospital_id, token.nonce_key, gateway.context.clock()),
-                                lambda: ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED), logged)
+        companions = Companions(nonce_claim(gateway.context, hospital_id, token.nonce_key), nonce_replayed, logged)
         reply = await gateway.service.settle_async(caller, this, io.settling, companions)
         assert companions.committed, reply.body
         return Response(answer.body, status_code=answer.status, headers={"Content-Type": answer.content_type})

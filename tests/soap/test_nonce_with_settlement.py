@@ -152,7 +152,6 @@ def check_old_nonces_are_purged_after_a_settlement(service: Service, live: LiveS
     nonce = os.urandom(16)
     assert post(live, new_settle(hospital, wsse_header(hospital.code, hospital.password, start, nonce))
                 ).status_code == 200
-    monkeypatch.setattr(gateway, "secrets", always)
     monkeypatch.setattr(soap_access, "secrets", always)
     service.clock.now = start + 2 * WINDOW + timedelta(seconds=1)
     purging = post(live, new_settle(hospital, wsse_header(hospital.code, hospital.password, service.clock())))

@@ -29,6 +29,7 @@ CLAIM_NONCE = """
 INSERT INTO wsse_nonces (hospital_id, nonce, seen_at) VALUES (%(hospital_id)s, %(nonce)s, %(seen_at)s)
 ON CONFLICT DO NOTHING RETURNING 1
 """
+PURGE_NONCES = "DELETE FROM wsse_nonces WHERE seen_at < %s"
 
 
 class AsyncBookkeeping:
@@ -70,14 +71,14 @@ class AsyncBookkeeping:
             except psycopg.errors.UniqueViolation:
                 return False
             if purge_before is not None:
-                await connection.execute("DELETE FROM wsse_nonces WHERE seen_at < %s", (purge_before,))
+                await connection.execute(PURGE_NONCES, (purge_before,))
             return True
 
         return await self._run(work)
 
     async def purge_nonces(self, before: datetime) -> None:
         async def work(connection: psycopg.AsyncConnection[Any]) -> None:
-            await connection.execute("DELETE FROM wsse_nonces WHERE seen_at < %s", (before,))
+            await connection.execute(PURGE_NONCES, (before,))
 
         await self._run(work)
 

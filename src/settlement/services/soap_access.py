@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection
@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.models import HospitalDialect, SoapCredential
 from settlement.db.repositories import add_exchange, add_nonce, purge_nonces
+from settlement.db.settling import Companion
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -133,28 +134,50 @@ def _bookkeeping(context: Context, write: Callable[[Connection], None]) -> None:
 NONCE_REPLAYED = "this nonce was already used: every message needs a new nonce"
 
 
+def nonce_replayed() -> ServiceError:
+    return ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED)
+
+
+def _purge_before(now: datetime, window: timedelta) -> datetime | None:
+    """Now and then (one accepted call in 256) the nonces older than two windows are forgotten: a nonce is never
+    accepted twice within them."""
+    return now - 2 * window if secrets.randbelow(256) == 0 else None
+
+
 def remember_nonce(context: Context, hospital_id: int, nonce: str, window: timedelta) -> None:
     """Accept a nonce once within the window; a second use is refused. Old nonces are purged now and then."""
     now = context.clock()
+    purge_before = _purge_before(now, window)
 
     def write(connection: Connection) -> None:
         add_nonce(connection, hospital_id, nonce, now)
-        if secrets.randbelow(256) == 0:
-            purge_nonces(connection, now - 2 * window)
+        if purge_before is not None:
+            purge_nonces(connection, purge_before)
 
     try:
         _bookkeeping(context, write)
     except IntegrityError:
-        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED) from None
+        raise nonce_replayed() from None
 
 
 async def remember_nonce_async(context: Context, bookkeeping: AsyncBookkeeping, hospital_id: int, nonce: str,
                                window: timedelta) -> None:
     """`remember_nonce` on the event loop."""
     now = context.clock()
-    purge_before = now - 2 * window if secrets.randbelow(256) == 0 else None
-    if not await bookkeeping.add_nonce(hospital_id, nonce, now, purge_before):
-        raise ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED)
+    if not await bookkeeping.add_nonce(hospital_id, nonce, now, _purge_before(now, window)):
+        raise nonce_replayed()
+
+
+def nonce_claim(context: Context, hospital_id: int, nonce: str) -> Companion:
+    """`remember_nonce` as a statement of a settlement's transaction: see `purge_nonces_async` for the purge."""
+    return AsyncBookkeeping.nonce_claim(hospital_id, nonce, context.clock())
+
+
+async def purge_nonces_async(context: Context, bookkeeping: AsyncBookkeeping, window: timedelta) -> None:
+    """The purge `remember_nonce_async` does now and then, after a nonce claimed in a settlement's transaction."""
+    purge_before = _purge_before(context.clock(), window)
+    if purge_before is not None:
+        await bookkeeping.purge_nonces(purge_before)
 
 
 def record_exchange(context: Context, values: dict[str, object]) -> None:
@@ -164,6 +187,11 @@ def record_exchange(context: Context, values: dict[str, object]) -> None:
 
 async def record_exchange_async(context: Context, bookkeeping: AsyncBookkeeping, values: dict[str, object]) -> None:
     await bookkeeping.add_exchange({**values, "created_at": context.clock()})
+
+
+def exchange_companion(context: Context, values: dict[str, object]) -> Companion:
+    """`record_exchange` as a statement of a settlement's transaction."""
+    return AsyncBookkeeping.exchange_companion({**values, "created_at": context.clock()})
 
 
 def new_credentials_key() -> str:

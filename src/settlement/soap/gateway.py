@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import re
-import secrets
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -39,9 +38,12 @@ from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError, database_problem
 from settlement.services.settlements import Companions, Reply, SettlementService
 from settlement.services.soap_access import (
-    NONCE_REPLAYED,
     SoapPrincipal,
     SoapPrincipals,
+    exchange_companion,
+    nonce_claim,
+    nonce_replayed,
+    purge_nonces_async,
     record_exchange,
     record_exchange_async,
     remember_nonce,
@@ -184,16 +186,16 @@ class Gateway:
             else:
                 step, answer = _advance(steps, value, None)
         if exchange.logged:
-            if secrets.randbelow(256) == 0:  # as remember_nonce does, now and then
-                await self._purge_nonces(io)
+            await self._purge_nonces(io)
         elif exchange.answer is not None:
             await self._store_async(exchange, io)
         assert answer is not None
         return answer
 
     async def _purge_nonces(self, io: AsyncIo) -> None:
+        """Now and then, as `remember_nonce_async` does, after a nonce claimed in a settlement's transaction."""
         try:
-            await io.bookkeeping.purge_nonces(self.context.clock() - 2 * self.window)
+            await purge_nonces_async(self.context, io.bookkeeping, self.window)
         except Exception as error:  # the answer is given regardless; the next purge will do
             log.error("could not purge old WS-Security nonces: %s", type(error).__name__)
 
@@ -276,7 +278,7 @@ class Gateway:
             exchange.outcome = str(error.code)
             return render_reply(dialect, exchange.operation, problem["status"], problem, False, exchange.code,
                                 exchange.message_id or "", None)
-        companions = self._companions(exchange, io, nonce, code, request) \
+        companions = self._companions(exchange, nonce, code, request) \
             if io is not None and operation == "settle" else None
         if companions is None:
             yield nonce
@@ -309,7 +311,7 @@ class Gateway:
         return render_reply(dialect, operation, reply.status, answer, reply.replayed, code,
                             exchange.message_id or "", request)
 
-    def _companions(self, exchange: _Exchange, io: AsyncIo, nonce: RememberNonce, code: str,
+    def _companions(self, exchange: _Exchange, nonce: RememberNonce, code: str,
                     request: dict[str, Any]) -> Companions:
         """A settlement on the event loop records the message's nonce (in its first round trip) and the exchange
         (with its write) in its own transaction: two statements fewer, each with its own commit, per settlement.
@@ -322,12 +324,10 @@ class Gateway:
             exchange.settlement_id = body.get("settlement_id")
             exchange.answer = render_reply(dialect, "settle", reply.status, body, reply.replayed, code,
                                            exchange.message_id or "", request)
-            return io.bookkeeping.exchange_companion({**self._exchange_row(exchange),
-                                                      "created_at": self.context.clock()})
+            return exchange_companion(self.context, self._exchange_row(exchange))
 
-        return Companions(
-            claim=io.bookkeeping.nonce_claim(nonce.hospital_id, nonce.nonce, self.context.clock()),
-            refused=lambda: ServiceError(ServiceCode.AUTH_NONCE_REPLAYED, NONCE_REPLAYED), after=after)
+        return Companions(claim=nonce_claim(self.context, nonce.hospital_id, nonce.nonce), refused=nonce_replayed,
+                          after=after)
 
     # The use cases, called exactly as REST calls them
 
