@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, text
 from settlement.db.models import Timestamp
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.money import fmt, from_fen, to_fen
+from settlement.domain.privacy import mask_id_numbers
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -99,6 +100,7 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
     the payer paid; correct: a correction entry of `amount`; reverse: the settlement is reversed in full; write_off:
     closed with its note, the ledger untouched. The settlement itself is never edited."""
     _staff(caller)
+    note = mask_id_numbers(note)  # kept in the discrepancy, the correction, the reversal and the audit log
     if action not in ACTIONS:
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"action is one of {', '.join(ACTIONS)}")
     if not note.strip():

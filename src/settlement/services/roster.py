@@ -22,7 +22,7 @@ from settlement.db.models import RosterImport
 from settlement.db.repositories import Repository
 from settlement.domain.claim import Scheme
 from settlement.domain.idcard import id_number_problem
-from settlement.domain.privacy import mask_id_number
+from settlement.domain.privacy import mask_id_number, mask_id_numbers
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -88,6 +88,7 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
         if report.changed == 0:
             report.already_imported = True
             return report  # nothing changed: nothing is recorded, not even the import
+        filename = mask_id_numbers(filename)  # typed by whoever named the file
         record = RosterImport(sha256=report.sha256, filename=filename[:256], imported_at=now, rows=report.rows,
                               accepted=report.accepted, rejected=len(report.rejected), changed=report.changed,
                               report=json.dumps(report.rejected, ensure_ascii=False))
@@ -117,7 +118,9 @@ def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: Ro
         report.rows += 1
         id_number = (row.get("id_number") or "").strip()
         if reason is not None:
-            report.rejected.append({"line": reader.line_num, "person": mask_id_number(id_number), "reason": reason})
+            # A reason may quote a value (an unknown category), and a shifted row puts a number anywhere.
+            report.rejected.append({"line": reader.line_num, "person": mask_id_number(id_number),
+                                    "reason": mask_id_numbers(reason)})
             continue
         report.accepted += 1
         yield _parsed(row)
@@ -128,7 +131,8 @@ def _parsed(row: dict[str, str | None]) -> RosterRow:
     def value(column: str) -> str:
         return (row[column] or "").strip()
 
-    return RosterRow(value("id_number"), value("name"), value("scheme"), value("region"), value("category"),
+    return RosterRow(value("id_number"), mask_id_numbers(value("name")), value("scheme"), value("region"),
+                     value("category"),
                      date.fromisoformat(value("valid_from")),
                      date.fromisoformat(value("valid_to")) if value("valid_to") else None)
 

@@ -33,7 +33,7 @@ from settlement.domain.claim import SHANGHAI, Claim
 from settlement.domain.errors import SettlementError
 from settlement.domain.idcard import id_number_problem
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
-from settlement.domain.privacy import mask_id_number
+from settlement.domain.privacy import mask_free_text, mask_id_number, mask_id_numbers
 from settlement.domain.settle import Settlement as Computed
 from settlement.domain.settle import settle
 from settlement.problems import is_kept, problem_body
@@ -141,6 +141,12 @@ def movements_of(computed: Computed) -> dict[str, tuple[int, int, int]]:
 
 def figures_hash(figures: YearFigures) -> str:
     return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
+
+
+def _patient_names(claim_text: str) -> tuple[str, ...]:
+    """The patient's name in a stored claim, to be masked in what is written about it."""
+    name = json.loads(claim_text).get("patient", {}).get("name")
+    return (name,) if isinstance(name, str) and name else ()
 
 
 def _settled_on(claim_in: ServiceClaimIn) -> date:
@@ -433,9 +439,12 @@ class SettlementService:
                     raise ServiceError(ServiceCode.SETTLEMENT_ALREADY_REVERSED,
                                        f"settlement {settlement_id} was already reversed by {done.public_id}")
                 now = self.ctx.clock()
+                # Every path masks the reason here, those that build the request without validating it too; the
+                # patient's name is known here, and masked in it as well.
+                reason = mask_free_text(request.reason, _patient_names(original.claim))
                 reversal = Reversal(public_id=f"RV{now.astimezone(SHANGHAI):%Y%m%d}{_IDS.getrandbits(48):012X}",
                                     settlement_id=original.id, hospital_id=hospital_id, transaction_id=key,
-                                    admissions=-original.admissions, reason=request.reason, created_at=now)
+                                    admissions=-original.admissions, reason=reason, created_at=now)
                 repo.add(reversal)
                 repo.flush()
                 movements: dict[str, tuple[int, int, int]] = {}
@@ -460,8 +469,7 @@ class SettlementService:
                                            request_hash=request_hash, status_code=201, response=text,
                                            created_at=now))
                 repo.audit(now, f"hospital:{hospital_id}", "settlement.reverse", "settlement", original.public_id,
-                           dumps({"reversal": reversal.public_id, "transaction_id": key,
-                                  "reason": request.reason}))
+                           dumps({"reversal": reversal.public_id, "transaction_id": key, "reason": reason}))
                 tx.commit()
                 return Reply(201, text)
 
@@ -506,7 +514,8 @@ class SettlementService:
                     "hospital_id": hospital_id, "key": key, "operation": "cancel", "request_hash": request_hash,
                     "status_code": 201, "response": text, "created_at": now}])
                 repo.audit(now, f"hospital:{hospital_id}", "transaction.cancel", "transaction", original_key,
-                           dumps({"transaction_id": key, "outcome": outcome, "reason": request.reason}))
+                           dumps({"transaction_id": key, "outcome": outcome,
+                                  "reason": mask_id_numbers(request.reason)}))
                 tx.commit()
                 return Reply(201, text)
 

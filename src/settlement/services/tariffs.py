@@ -30,7 +30,7 @@ from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import ErrorCode, Problem, SettlementError, TariffError
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
-from settlement.domain.privacy import mask_id_number
+from settlement.domain.privacy import mask_id_number, mask_id_numbers
 from settlement.domain.settle import Settlement as Computed
 from settlement.domain.settle import settle
 from settlement.services.context import Context
@@ -226,6 +226,8 @@ def version_row(version: VersionFile, now: datetime, **life: Any) -> TariffVersi
 
 def _record_draft(context: Context, version: VersionFile, origin: str, actor: str, note: str | None,
                   based_on: int | None) -> dict[str, Any]:
+    # What an administrator typed (the note, a file's name) is kept with its ID numbers masked.
+    origin, note = mask_id_numbers(origin), None if note is None else mask_id_numbers(note)
     now = context.clock()
     row = version_row(version, now, status="draft", origin=origin[:256], based_on_id=based_on, created_by=actor,
                       note=note)
@@ -580,6 +582,7 @@ def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[
         repo = tx.repo
         if not reason.strip():
             raise ServiceError(ServiceCode.REQUEST_MALFORMED, "say why the version is withdrawn")
+        reason = mask_id_numbers(reason)
         row = find_version(repo, reference, for_update=True)
         if row.status == "withdrawn":
             raise ServiceError(ServiceCode.TARIFF_STATE, f"{row.region}/{row.version} is already withdrawn")

@@ -31,7 +31,7 @@ from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.settling import AsyncPipelinedSettling, Companion
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import Problem, SettlementError
-from settlement.domain.privacy import mask_id_number, mask_name
+from settlement.domain.privacy import mask_id_number, mask_id_numbers, mask_name
 from settlement.problems import problem_body, status_of
 from settlement.services.auth import Caller
 from settlement.services.context import Context
@@ -59,8 +59,6 @@ log = logging.getLogger("settlement.soap")
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 FAULT_NS = "urn:settlement:soap:fault"
-_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
-                        r"[0-9Xx](?![0-9A-Za-z])")
 _SECRET_ELEMENT = re.compile(r"(<(?:[\w-]+:)?(?:Password|Nonce)\b[^>]*>)[^<]*")
 _PASSWORD_ATTRIBUTE = re.compile(r"(\bpassword=(?:\"|&quot;))[^\"&]*")
 
@@ -431,39 +429,6 @@ def masked_request(exchange: _Exchange) -> str:
     return mask(text, exchange.names, personal)
 
 
-# On the text's UTF-8 bytes (where ASCII stays ASCII and nothing else is an ASCII byte), every digit as "0" and
-# nothing else as "0": runs of digits are then found with bytes.find, in C.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_ID_NUMBER_BYTES = re.compile(_ID_NUMBER.pattern.encode("ascii"))
-_RUN = b"0" * 17
-
-
-def mask_id_numbers(text: str) -> str:
-    """`_ID_NUMBER` matches masked, found in a few C passes instead of one regular-expression attempt at every
-    position (an envelope is mostly digits: amounts, codes, dates): a match begins a run of at least 17 digits
-    (its left edge is not alphanumeric), so only the start of each such run is tried."""
-    data = text.encode("utf-8", "surrogatepass")
-    zeros = data.translate(_DIGITS_AS_ZERO)
-    start = zeros.find(_RUN)
-    if start == -1:
-        return text
-    parts: list[bytes] = []
-    last = 0
-    while start != -1:
-        match = _ID_NUMBER_BYTES.match(data, start)
-        if match is not None:
-            parts += [data[last:start], mask_id_number(match.group(0).decode("ascii")).encode("ascii")]
-            last = match.end()
-        end = start + 17
-        while end < len(zeros) and zeros[end] == 0x30:  # to the end of this run of digits
-            end += 1
-        start = zeros.find(_RUN, end)
-    if not parts:
-        return text
-    parts.append(data[last:])
-    return b"".join(parts).decode("utf-8", "surrogatepass")
-
-
 def mask(text: str, names: set[str], personal: re.Pattern[str] | None = None) -> str:
     """A serialised envelope with ID numbers, known names, passwords, nonces and the text of the dialect's
     personal elements masked (in plain and in escaped inner XML alike)."""
@@ -476,8 +441,19 @@ def mask(text: str, names: set[str], personal: re.Pattern[str] | None = None) ->
     if "password=" in text:
         text = _PASSWORD_ATTRIBUTE.sub(r"\1***", text)
     if personal is not None:
-        text = personal.sub(lambda match: match.group(1) + mask_name(match.group(2)), text)
+        text = personal.sub(lambda match: match.group(1) + mask_personal(match.group(2)), text)
     return text
+
+
+_IDENTIFIER = re.compile(r"\s*[0-9A-Za-z*]{10,}\s*")
+
+
+def mask_personal(value: str) -> str:
+    """The text of a personal element: an identifier (an ID number, valid or not, perhaps masked already) keeps
+    its region and last four characters, anything else (a name) its first character."""
+    if _IDENTIFIER.fullmatch(value):
+        return mask_id_number(value.strip())
+    return mask_name(value)
 
 
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import Claim, Hospital, Line, Patient, Visit
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
+from settlement.domain.privacy import mask_id_numbers
 
 
 class DecimalString:
@@ -99,6 +108,23 @@ class ClaimBaseIn(Wire):
     visit: VisitIn
     lines: list[LineIn] = Field(max_length=5000)
     total: Amount | None = None
+
+    @model_validator(mode="after")
+    def _free_text_masked(self) -> Self:
+        """The claim's free text (names, the visit number) is stored with its ID numbers masked, as every wire
+        FreeText is (settlement.wire.freetext); the patient's own number stays in its field. One check for the
+        claim instead of a validator per field: a line's name too short to hold a number is passed over."""
+        update: dict[str, Any] = {}
+        parts: tuple[tuple[str, Wire | None, str], ...] = (
+            ("hospital", self.hospital, "name"), ("visit", self.visit, "id"),
+            ("patient", getattr(self, "patient", None), "name"))
+        for field_name, part, attribute in parts:
+            text = getattr(part, attribute, None)
+            if part is not None and text is not None and mask_id_numbers(text) != text:
+                update[field_name] = part.model_copy(update={attribute: mask_id_numbers(text)})
+        if any(len(line.name) >= 15 and mask_id_numbers(line.name) != line.name for line in self.lines):
+            update["lines"] = [line.model_copy(update={"name": mask_id_numbers(line.name)}) for line in self.lines]
+        return self.model_copy(update=update) if update else self
 
     def build(self, patient: PatientBaseIn, categories: tuple[str, ...]) -> Claim:
         """The domain claim; raises ClaimRejected (every problem) when it is not a valid bill."""

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from settlement.wire.claims import ServiceClaimIn, Wire
+from settlement.wire.freetext import FreeText
 
 # The caller's message id: institution code + timestamp + sequence in practice; the idempotency key.
 TransactionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -26,7 +27,7 @@ class SettleRequest(Wire):
 
 class ReverseRequest(Wire):
     transaction_id: TransactionId
-    reason: Annotated[str, Field(max_length=256)] = ""
+    reason: Annotated[FreeText, Field(max_length=256)] = ""
 
 
 class CancelRequest(Wire):
@@ -34,7 +35,7 @@ class CancelRequest(Wire):
 
     transaction_id: TransactionId
     original_transaction_id: TransactionId
-    reason: Annotated[str, Field(max_length=256)] = ""
+    reason: Annotated[FreeText, Field(max_length=256)] = ""
 
 
 class ReconciliationRequest(Wire):
@@ -44,13 +45,13 @@ class ReconciliationRequest(Wire):
 
 class ResolutionRequest(Wire):
     action: str = Field(description="accept_payer | correct | reverse | write_off")
-    note: Annotated[str, Field(min_length=1, max_length=2000)]
+    note: Annotated[FreeText, Field(min_length=1, max_length=2000)]
     amount: Annotated[str, Field(max_length=20, description="the correction, e.g. \"-12.50\" (action correct)")] \
         | None = None
 
 
 class WithdrawalRequest(Wire):
-    reason: Annotated[str, Field(min_length=1, max_length=2000, description="why the version is set aside")]
+    reason: Annotated[FreeText, Field(min_length=1, max_length=2000, description="why the version is set aside")]
 
 
 class PeriodRequest(Wire):
