@@ -18,6 +18,7 @@ Started by `python -m benchmarks.bench_soap --floor`, which loads it in turn wit
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from fastapi import FastAPI, Request, Response
 
@@ -91,7 +92,9 @@ def create() -> FastAPI:
                 "hospital_id": hospital_id, "dialect": dialect.name, "operation": "settle",
                 "code": "SettleRequest", "message_id": message_id,
                 "settlement_id": reply.json().get("settlement_id"), "outcome": "ok", "request": mask(text, names),
-                "reply": mask(answer.body.decode("utf-8"), names)})
+                "reply": mask(answer.body.decode("utf-8"), names), "request_bytes": len(raw),
+                "request_sha256": hashlib.sha256(raw).hexdigest(), "reply_bytes": len(answer.body),
+                "reply_sha256": hashlib.sha256(answer.body).hexdigest()})
 
         # The nonce and the log row go in the settlement's transaction, as /soap records them.
         companions = Companions(nonce_claim(gateway.context, hospital_id, token.nonce_key), nonce_replayed, logged)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     soap_max_body_bytes: int = 1024 * 1024  # before and after inflating a compressed body
     soap_max_depth: int = 48
     wsse_window_seconds: int = 300
+    # The SOAP envelope log: each envelope kept up to this many characters (a refused message: its first 256), and
+    # rows kept this many days (`settlement soap purge-exchanges`, nightly in the scheduler; at least 30).
+    soap_log_max_chars: int = 64 * 1024
+    soap_exchange_retention_days: int = 180
     # Encrypts hospitals' WS-Security passwords (a Fernet key). When empty, one is generated on first start and
     # kept in data_dir/credentials.key; keep that file (or this setting) apart from database backups.
     credentials_key: str = ""

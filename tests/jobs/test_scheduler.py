@@ -24,6 +24,7 @@ from settlement.jobs.scheduler import (
     CLEARING_JOB,
     JOBS_TABLE,
     NIGHTLY_JOB,
+    PURGE_JOB,
     Jobs,
     Outcome,
     SchedulerProcess,
@@ -31,6 +32,7 @@ from settlement.jobs.scheduler import (
     build_scheduler,
     default_clearing,
     nightly_reconciliation,
+    soap_exchange_purge,
 )
 from settlement.services.reconciliation import Reconciler, engine_lines
 from tests.jobs.conftest import CountingClearing, CountingFetch, jobs_for, settle_on
@@ -386,7 +388,7 @@ def test_the_jobs_are_kept_in_the_database_and_a_restart_does_not_duplicate_them
     first.start(paused=True)
     jobs = {job.id: job for job in first.get_jobs()}
     first.shutdown()
-    assert set(stored_jobs(service)) == {NIGHTLY_JOB, CLEARING_JOB}
+    assert set(stored_jobs(service)) == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
     nightly, clearing = jobs[NIGHTLY_JOB], jobs[CLEARING_JOB]
     assert nightly.coalesce and clearing.coalesce and nightly.misfire_grace_time > 0
     assert nightly.func is nightly_reconciliation
@@ -394,18 +396,22 @@ def test_the_jobs_are_kept_in_the_database_and_a_restart_does_not_duplicate_them
     assert (at.hour, at.minute) == (2, 0)
     cleared = clearing.next_run_time.astimezone(SHANGHAI)
     assert (cleared.day, cleared.hour, cleared.minute) == (1, 3, 0)
-    # Restarted with another nightly time: the same two rows, the nightly one updated.
+    purge = jobs[PURGE_JOB]
+    assert purge.func is soap_exchange_purge and purge.coalesce
+    purged = purge.next_run_time.astimezone(SHANGHAI)
+    assert (purged.hour, purged.minute) == (4, 30)
+    # Restarted with another nightly time: the same three rows, the nightly one updated.
     moved = dataclasses.replace(service.app, settings=service.app.settings.model_copy(update={"reconcile_at": "03:30"}))
     for _ in range(2):
         again = build_scheduler(moved, blocking=False)
         again.start(paused=True)
         restarted = {job.id: job for job in again.get_jobs()}
         again.shutdown()
-        assert set(restarted) == {NIGHTLY_JOB, CLEARING_JOB}
+        assert set(restarted) == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
         at = restarted[NIGHTLY_JOB].next_run_time.astimezone(SHANGHAI)
         assert (at.hour, at.minute) == (3, 30)
     stored = stored_jobs(service)
-    assert len(stored) == 2
+    assert len(stored) == 3
     assert datetime.fromtimestamp(stored[NIGHTLY_JOB], SHANGHAI).time().isoformat() == "03:30:00"
 
 
@@ -419,7 +425,7 @@ def test_the_process_catches_up_then_schedules_and_stops_cleanly(
     try:
         outcomes = process.run()
         assert ran(outcomes) == every(payers, days(date(2024, 6, 13), 2))
-        assert scheduler.running and {job.id for job in scheduler.get_jobs()} == {NIGHTLY_JOB, CLEARING_JOB}
+        assert scheduler.running and {job.id for job in scheduler.get_jobs()} == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
     finally:
         process.request_stop()
         assert process._stopper is not None

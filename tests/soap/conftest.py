@@ -23,6 +23,8 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     import_roster_rows,
     live,
     new_id_number,
+    own_database_url,
+    own_service,
     pg_service,
     pg_url,
     service,

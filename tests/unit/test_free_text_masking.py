@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from settlement.domain.privacy import _RUN, _mask_run, looks_like_id_number, mask_free_text, mask_id_numbers
+from settlement.domain.privacy import (
+    _RUN,
+    _mask_run,
+    cut,
+    looks_like_id_number,
+    mask_free_text,
+    mask_id_numbers,
+)
 from tests.factories import VALID_ID
 
 ID = "611002196804120038"
@@ -106,3 +113,11 @@ def test_names_of_the_persons_concerned() -> None:
 def test_a_masked_number_is_not_found_again() -> None:
     once = mask_id_numbers(f"王喆 {ID} 与 {VALID_ID}")
     assert mask_id_numbers(once) == once
+
+
+def test_a_cut_drops_the_digits_running_into_it() -> None:
+    assert cut("short", 10) == "short"
+    assert cut("reason: 611002196804120038 录入错误", 20) == "reason:"  # 12 digits would show the birth date
+    assert cut("reason: 6110 0219\u200b6804", 16) == "reason:"
+    assert cut("录入错误，重新结算", 4) == "录入错误"
+    assert cut("1" * 100_000 + "a", 99_999) == ""  # one pass, however long the run

@@ -339,6 +339,25 @@ def soap_render(
     sys.stdout.buffer.write(answer.body)
 
 
+@soap_app.command("purge-exchanges")
+def soap_purge_exchanges(
+    retention_days: Annotated[int | None, typer.Option(
+        "--retention-days", help="keep this many days (default SETTLEMENT_SOAP_EXCHANGE_RETENTION_DAYS, 180; "
+                                 "at least 30)")] = None,
+) -> None:
+    """Delete the SOAP envelope log's rows older than the retention (the only deletion it allows)."""
+    from settlement.services.soap_access import purge_exchanges
+
+    application = _application()
+    days = application.settings.soap_exchange_retention_days if retention_days is None else retention_days
+    try:
+        purged = purge_exchanges(application.context, days)
+    except ServiceError as error:
+        raise refused(error) from None
+    console.print(f"purged {purged.rows} SOAP exchanges recorded before {purged.cutoff.isoformat()} "
+                  f"(kept {days} days)", highlight=False, markup=False)
+
+
 # The payer simulator: the payers' side of reconciliation, for demos and tests.
 
 payer_sim_app = typer.Typer(

@@ -19,9 +19,9 @@ from settlement.db.settling import Companion, database_error
 T = TypeVar("T")
 ADD_EXCHANGE = """
 INSERT INTO soap_exchanges (hospital_id, dialect, operation, code, message_id, settlement_id, outcome, request, reply,
-    created_at)
+    created_at, request_bytes, request_sha256, reply_bytes, reply_sha256)
 VALUES (%(hospital_id)s, %(dialect)s, %(operation)s, %(code)s, %(message_id)s, %(settlement_id)s, %(outcome)s,
-    %(request)s, %(reply)s, %(created_at)s)
+    %(request)s, %(reply)s, %(created_at)s, %(request_bytes)s, %(request_sha256)s, %(reply_bytes)s, %(reply_sha256)s)
 """
 # A nonce claimed inside a settlement's transaction: a row when it was new, none when it was seen already (or is
 # being claimed by another transaction, which this one then waits for).

@@ -312,7 +312,9 @@ class WsseNonce(Base):
 
 
 class SoapExchange(Base):
-    """Every SOAP envelope in and out, personal data masked, linked to the settlement it made or read."""
+    """Every SOAP envelope in and out, personal data masked, linked to the settlement it made or read. A refused
+    message is kept as its size, sha256 and a short masked prefix; a long envelope is kept truncated (the size and
+    hash are of the whole); rows older than the retention are purged (revision 0008), nothing else is deleted."""
 
     __tablename__ = "soap_exchanges"
     __table_args__ = (Index("ix_soap_exchanges_hospital_message", "hospital_id", "message_id"),)
@@ -326,7 +328,11 @@ class SoapExchange(Base):
     outcome: Mapped[str] = mapped_column(String(64))  # ok | replayed | the error code
     request: Mapped[str] = mapped_column(Text)
     reply: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    request_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the body as received (None: before 0008)
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    reply_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the reply as sent
+    reply_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class ReconciliationRun(Base):

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, and_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from settlement.db.models import (
@@ -30,6 +31,7 @@ from settlement.db.models import (
     SoapExchange,
     TariffSchedule,
     TariffVersion,
+    Timestamp,
     WsseNonce,
 )
 
@@ -426,6 +428,23 @@ class Repository:
         if hospital_id is not None:
             query = query.where(SoapExchange.hospital_id == hospital_id)
         return self.session.scalars(query).all()
+
+    def purge_exchanges(self, cutoff: datetime, batch: int) -> int:
+        """Delete up to `batch` envelope-log rows recorded before `cutoff`, oldest first, the way the append-only
+        guard allows (revision 0008): through purge_soap_exchanges on PostgreSQL, under a purge mark written and
+        removed within this transaction on SQLite. A cutoff within the last 30 days is refused by the database."""
+        if self.dialect == "postgresql":
+            return int(self.session.execute(text("SELECT purge_soap_exchanges(:cutoff, :batch)").bindparams(
+                bindparam("cutoff", type_=Timestamp)), {"cutoff": cutoff, "batch": batch}).scalar_one())
+        mark = {"cutoff": cutoff}
+        stamped = (bindparam("cutoff", type_=Timestamp),)
+        self.session.execute(text("INSERT INTO soap_exchange_purges (purge_before) VALUES (:cutoff)")
+                             .bindparams(*stamped), mark)
+        deleted = cast(CursorResult[Any], self.session.execute(text(
+            "DELETE FROM soap_exchanges WHERE id IN (SELECT id FROM soap_exchanges WHERE created_at < :cutoff "
+            "ORDER BY created_at LIMIT :batch)").bindparams(*stamped), {**mark, "batch": batch})).rowcount
+        self.session.execute(text("DELETE FROM soap_exchange_purges"))
+        return int(deleted)
 
     def settlement_by_transaction(self, hospital_id: int, transaction_id: str) -> Settlement | None:
         return self.session.scalar(select(Settlement).where(Settlement.hospital_id == hospital_id,

@@ -182,6 +182,18 @@ def mask_id_numbers(text: str) -> str:
     return text if masked is data else masked.decode("utf-8", "surrogatepass")
 
 
+_NUMBER_PART = re.compile(rf"(?:\d|{_SEPARATOR}|{_CHECK_X})*+")
+
+
+def cut(text: str, limit: int) -> str:
+    """The first `limit` characters of `text` (masked already), without the digits and separators that run into
+    the cut: a number the cut splits could show digits its mask would have hidden."""
+    if len(text) <= limit:
+        return text
+    # On the reversed text the run is at the start: one match, in C, however long the text.
+    return _NUMBER_PART.sub("", text[:limit][::-1], count=1)[::-1]
+
+
 def mask_free_text(text: str, names: Iterable[str] = ()) -> str:
     """Free text as it may be stored: ID numbers masked, and the names given (the persons it concerns, when
     known) masked wherever they appear."""

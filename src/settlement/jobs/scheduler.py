@@ -6,7 +6,8 @@ updates them instead of adding copies:
 
 - nightly reconciliation at settings.reconcile_at (Asia/Shanghai) of the previous business day for every
   configured payer, followed by the daily catch-up;
-- monthly clearing of the previous month on the 1st at 03:00 (Asia/Shanghai).
+- monthly clearing of the previous month on the 1st at 03:00 (Asia/Shanghai);
+- the purge of the SOAP envelope log's rows past their retention, nightly at 04:30 (Asia/Shanghai).
 
 Catch-up (when the process starts, and daily after the nightly run): every business date of the last
 settings.catch_up_days days whose nightly time has passed, for every payer, whose run is not done (none recorded,
@@ -51,6 +52,7 @@ from settlement.domain.claim import SHANGHAI
 from settlement.insurers.config import load_payers
 from settlement.services.context import Context
 from settlement.services.reconciliation import STALE_RUN, Reconciler
+from settlement.services.soap_access import purge_exchanges
 
 log = logging.getLogger("settlement.jobs")
 
@@ -59,6 +61,8 @@ JOBS_TABLE = "scheduler_jobs"
 NIGHTLY_JOB = "nightly-reconciliation"
 CLEARING_JOB = "monthly-clearing"
 CLEARING_AT = time(3, 0)  # on the 1st of the month, Asia/Shanghai: after the month's last nightly reconciliation
+PURGE_JOB = "soap-exchange-purge"
+PURGE_AT = time(4, 30)  # nightly, Asia/Shanghai: after the reconciliation and the clearing
 # A job that could not fire on time (process busy or suspended) still runs within this many seconds, once
 # (coalesce); a longer outage is handled by the catch-up when the process starts again.
 MISFIRE_GRACE_SECONDS = 3600
@@ -106,7 +110,7 @@ def previous_month(instant: datetime) -> str:
 class Outcome:
     """What one step of a job did: ran (status done | failed | error) or skipped (status says why)."""
 
-    job: str  # reconciliation | clearing
+    job: str  # reconciliation | clearing | exchange-purge
     subject: str  # the payer code, or the month
     day: date | None
     action: str  # ran | skipped
@@ -145,7 +149,7 @@ class Jobs:
     def __init__(self, context: Context, reconciler: Reconciler, reports_dir: Path, *,
                  reconcile_at: time = time(2, 0), catch_up_days: int = 7,
                  clearing: Clearing | None = None,
-                 clearing_at: time = CLEARING_AT) -> None:
+                 clearing_at: time = CLEARING_AT, exchange_retention_days: int = 180) -> None:
         if catch_up_days < 1:
             raise ValueError("catch_up_days must be at least 1")
         self.context = context
@@ -155,6 +159,7 @@ class Jobs:
         self.catch_up_days = catch_up_days
         self._clearing = clearing
         self.clearing_at = clearing_at
+        self.exchange_retention_days = exchange_retention_days
         self.stop = threading.Event()  # set on SIGTERM/SIGINT: the current run finishes, no other starts
 
     @classmethod
@@ -163,7 +168,8 @@ class Jobs:
         reconciler = Reconciler(app.context, load_payers(settings.payers_file), settings.inbox_dir,
                                 timedelta(seconds=settings.timing_window_seconds))
         options: dict[str, Any] = {"reconcile_at": parse_time(settings.reconcile_at),
-                                   "catch_up_days": settings.catch_up_days, **overrides}
+                                   "catch_up_days": settings.catch_up_days,
+                                   "exchange_retention_days": settings.soap_exchange_retention_days, **overrides}
         return cls(app.context, reconciler, settings.reports_dir, **options)
 
     @property
@@ -309,6 +315,16 @@ class Jobs:
         log.info("cleared %s: %s", month, ", ".join(str(path) for path in summary.get("files", [])) or "done")
         return Outcome("clearing", month, None, "ran", "done", why)
 
+    def purge_exchanges(self) -> Outcome:
+        """The SOAP envelope log's rows past their retention. Idempotent: a missed night is made up by the next."""
+        try:
+            purged = purge_exchanges(self.context, self.exchange_retention_days)
+        except Exception:
+            log.exception("the purge of the SOAP envelope log stopped with an error (the next night retries it)")
+            return Outcome("exchange-purge", "soap_exchanges", None, "ran", "error", "nightly purge")
+        return Outcome("exchange-purge", "soap_exchanges", None, "ran", "done",
+                       f"{purged.rows} rows recorded before {purged.cutoff.isoformat()}")
+
     def _stale(self, started_at: datetime | None) -> bool:
         return started_at is None or started_at < self.context.clock() - STALE_RUN
 
@@ -386,8 +402,12 @@ def monthly_clearing() -> None:
     active().monthly()
 
 
+def soap_exchange_purge() -> None:
+    active().purge_exchanges()
+
+
 def build_scheduler(app: Application, *, blocking: bool = True) -> BaseScheduler:
-    """A scheduler with its job store in the application's database and the two jobs (replace_existing: a
+    """A scheduler with its job store in the application's database and its three jobs (replace_existing: a
     restart updates the stored jobs, never adds copies). Jobs run one at a time in one worker thread."""
     reconcile_at = parse_time(app.settings.reconcile_at)
     kind = BlockingScheduler if blocking else BackgroundScheduler
@@ -404,6 +424,9 @@ def build_scheduler(app: Application, *, blocking: bool = True) -> BaseScheduler
     scheduler.add_job(f"{__name__}:monthly_clearing",
                       CronTrigger(day=1, hour=CLEARING_AT.hour, minute=CLEARING_AT.minute, timezone=TIMEZONE),
                       id=CLEARING_JOB, name="monthly clearing of the previous month", replace_existing=True)
+    scheduler.add_job(f"{__name__}:soap_exchange_purge",
+                      CronTrigger(hour=PURGE_AT.hour, minute=PURGE_AT.minute, timezone=TIMEZONE),
+                      id=PURGE_JOB, name="purge of the SOAP envelope log past its retention", replace_existing=True)
     return scheduler
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection
@@ -192,6 +193,36 @@ async def record_exchange_async(context: Context, bookkeeping: AsyncBookkeeping,
 def exchange_companion(context: Context, values: dict[str, object]) -> Companion:
     """`record_exchange` as a statement of a settlement's transaction."""
     return AsyncBookkeeping.exchange_companion({**values, "created_at": context.clock()})
+
+
+# The envelope log's retention (settings.soap_exchange_retention_days): the database itself refuses to delete a
+# row younger than MIN_RETENTION_DAYS, whatever the setting says (revision 0008).
+MIN_RETENTION_DAYS = 30
+PURGE_BATCH = 10_000
+
+
+class Purged(NamedTuple):
+    rows: int
+    cutoff: datetime
+
+
+def purge_exchanges(context: Context, retention_days: int, batch: int = PURGE_BATCH) -> Purged:
+    """Delete the envelope-log rows recorded more than `retention_days` ago, oldest first, `batch` rows per
+    transaction (a large backlog never holds one long transaction). Running it twice, or from two processes at
+    once, deletes each row once."""
+    if retention_days < MIN_RETENTION_DAYS:
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED,
+                           f"the envelope log is kept at least {MIN_RETENTION_DAYS} days, not {retention_days}")
+    cutoff = context.clock() - timedelta(days=retention_days)
+    total = 0
+    while True:
+        with context.uow() as tx:
+            deleted = tx.repo.purge_exchanges(cutoff, batch)
+            tx.commit()
+        total += deleted
+        if deleted < batch:
+            log.info("purged %d SOAP exchanges recorded before %s", total, cutoff.isoformat())
+            return Purged(total, cutoff)
 
 
 def new_credentials_key() -> str:

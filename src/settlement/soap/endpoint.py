@@ -23,7 +23,7 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
     limits = Limits(settings.soap_max_body_bytes, settings.soap_max_depth)
     gateway = Gateway(application.context, application.dialects,
                       SoapPrincipals(application.context, application.cipher), limits,
-                      timedelta(seconds=settings.wsse_window_seconds))
+                      timedelta(seconds=settings.wsse_window_seconds), settings.soap_log_max_chars)
 
     async def read_limited(request: Request) -> bytes:
         """The body, refused as soon as it passes the limit: an oversized upload is never held in memory."""

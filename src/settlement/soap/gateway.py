@@ -8,12 +8,14 @@
 
 Everything before the use case is refused with a Client fault and records nothing. Business failures carry the
 REST codes: as a SOAP fault, or in the dialect's own reply codes when its manifest says `errors: reply`.
-Every exchange of an authenticated hospital is stored, masked, linked to its settlement.
+Every exchange of an authenticated hospital is stored, masked, linked to its settlement: a refused message only as
+its size, sha256 and a short masked prefix, a long envelope truncated (with the size and sha256 of the whole).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -31,7 +33,7 @@ from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.settling import AsyncPipelinedSettling, Companion
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import Problem, SettlementError
-from settlement.domain.privacy import mask_id_number, mask_id_numbers, mask_name
+from settlement.domain.privacy import cut, mask_id_number, mask_id_numbers, mask_name
 from settlement.problems import problem_body, status_of
 from settlement.services.auth import Caller
 from settlement.services.context import Context
@@ -59,6 +61,13 @@ log = logging.getLogger("settlement.soap")
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 FAULT_NS = "urn:settlement:soap:fault"
+# What the envelope log keeps of one exchange (README "What is kept"): a message that was read, up to
+# LOG_MAX_CHARS characters of each envelope (settings.soap_log_max_chars); a refused one, the first
+# REFUSED_REQUEST_CHARS characters of its request element and REFUSED_REPLY_CHARS of the fault. Every row also
+# has the size and sha256 of both envelopes as they went over the wire.
+LOG_MAX_CHARS = 64 * 1024
+REFUSED_REQUEST_CHARS = 256
+REFUSED_REPLY_CHARS = 1024
 _SECRET_ELEMENT = re.compile(r"(<(?:[\w-]+:)?(?:Password|Nonce)\b[^>]*>)[^<]*")
 _PASSWORD_ATTRIBUTE = re.compile(r"(\bpassword=(?:\"|&quot;))[^\"&]*")
 
@@ -95,6 +104,9 @@ class _Exchange:
     message: etree._Element | None = None
     answer: Answer | None = None  # set once the answer is made, when the exchange is to be stored
     logged: bool = False  # stored already, with the settlement it made (see Gateway._companions)
+    raw: bytes = b""  # the body as received
+    element: etree._Element | None = None  # the SOAP Body's request element
+    read: bool = False  # the message was parsed, mapped and met its schema: stored in full (up to the cap)
 
 
 class FindPrincipal(NamedTuple):
@@ -139,8 +151,9 @@ def _local(element: etree._Element) -> str:
 
 class Gateway:
     def __init__(self, context: Context, registry: Registry, principals: SoapPrincipals, limits: Limits,
-                 window: timedelta) -> None:
+                 window: timedelta, log_max_chars: int = LOG_MAX_CHARS) -> None:
         self.context = context
+        self.log_max_chars = log_max_chars
         self.registry = registry
         self.principals = principals
         self.limits = limits
@@ -156,7 +169,7 @@ class Gateway:
 
     def handle(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                path_dialect: str | None = None) -> Answer:
-        exchange = _Exchange()
+        exchange = _Exchange(raw=raw)
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange)
         step, answer = _advance(steps, None, None)
         while step is not None:
@@ -173,7 +186,7 @@ class Gateway:
 
     async def handle_async(self, raw: bytes, content_type: str | None, content_encoding: str | None,
                            path_dialect: str | None, io: AsyncIo) -> Answer:
-        exchange = _Exchange()
+        exchange = _Exchange(raw=raw)
         steps = self._pipeline(raw, content_type, content_encoding, path_dialect, exchange, io)
         step, answer = _advance(steps, None, None)
         while step is not None:
@@ -245,7 +258,7 @@ class Gateway:
         envelope, _ = parse_envelope(raw, content_type, content_encoding, self.limits)
         exchange.envelope = envelope
         dialect, header, element = locate(self.registry, envelope, path_dialect)
-        exchange.dialect = dialect
+        exchange.dialect, exchange.element = dialect, element
 
         token = wsse.read_token(header)
         principal: SoapPrincipal | None = yield FindPrincipal(token.username)
@@ -262,6 +275,7 @@ class Gateway:
         nonce = RememberNonce(caller.hospital_id, token.nonce_key)
         try:
             code, operation, request = read_message(dialect, element, self.limits, exchange)
+            exchange.read = True
         except Exception as error:
             yield nonce
             exchange.hospital_id = caller.hospital_id
@@ -374,13 +388,23 @@ class Gateway:
 
     def _exchange_row(self, exchange: _Exchange) -> dict[str, object]:
         assert exchange.dialect is not None and exchange.hospital_id is not None and exchange.answer is not None
-        reply_text = exchange.answer.body.decode(exchange.dialect.reply_codec, "replace")
+        reply_body = exchange.answer.body
+        reply_text = reply_body.decode(exchange.dialect.reply_codec, "replace")
+        names = exchange.names | _charref_forms(exchange.names, exchange.dialect.reply_codec)
+        if exchange.read:
+            request = kept(masked_request(exchange), self.log_max_chars, lambda text: text)
+            reply = kept(reply_text, self.log_max_chars, lambda text: mask(text, names))
+        else:  # refused before a valid message existed: a hostile body is not kept, only what tells it apart
+            request = kept(refused_text(exchange), REFUSED_REQUEST_CHARS, lambda text: mask(
+                text, exchange.names, exchange.dialect.personal_pattern if exchange.dialect else None))
+            reply = kept(reply_text, REFUSED_REPLY_CHARS, lambda text: mask(text, names))
         return {
             "hospital_id": exchange.hospital_id, "dialect": exchange.dialect.name,
             "operation": exchange.operation or "-", "code": exchange.code or "-",
             "message_id": exchange.message_id, "settlement_id": exchange.settlement_id,
-            "outcome": exchange.outcome[:64], "request": masked_request(exchange),
-            "reply": mask(reply_text, exchange.names | _charref_forms(exchange.names, exchange.dialect.reply_codec))}
+            "outcome": exchange.outcome[:64], "request": request, "reply": reply,
+            "request_bytes": len(exchange.raw), "request_sha256": hashlib.sha256(exchange.raw).hexdigest(),
+            "reply_bytes": len(reply_body), "reply_sha256": hashlib.sha256(reply_body).hexdigest()}
 
     def _store(self, exchange: _Exchange) -> None:
         try:  # masking included: the answer is given regardless
@@ -403,6 +427,28 @@ def _remember_late(nonce: RememberNonce, exchange: _Exchange) -> Generator[Step,
     except BaseException:
         exchange.hospital_id = None
         raise
+
+
+
+
+def kept(text: str, limit: int, masked: Callable[[str], str]) -> str:
+    """`text` masked, and when longer than `limit` characters, its first `limit` (of the masked text) and a
+    note. Only a window a little longer than the limit is masked (a 1 MiB body costs what 4 KiB do); the digits
+    running into the cut are dropped, so that what the window's edge split is never kept unmasked."""
+    if len(text) <= limit:
+        return masked(text)
+    window = masked(text[:limit + 256])
+    return f"{cut(window, limit)}…[{len(text):,} characters; the first {limit:,} kept]"
+
+
+def refused_text(exchange: _Exchange) -> str:
+    """A refused message as text: the message string a string dialect carries, else the request element (the
+    envelope's WS-Security header tells nobody why it was refused)."""
+    if exchange.holder is not None:
+        return exchange.holder.text or ""
+    if exchange.element is None:  # pragma: no cover - stored only once located
+        return ""
+    return etree.tostring(exchange.element, encoding="unicode")
 
 
 def _charref_forms(names: set[str], codec: str) -> set[str]:
@@ -498,9 +544,9 @@ def read_message(dialect: Dialect, element: etree._Element, limits: Limits,
             holder = element.find(spec.string)
         if holder is None or not (holder.text or "").strip():
             raise ServiceError(ServiceCode.MESSAGE_INVALID, f"{spec.string} is missing or empty")
-        message = parse_text(holder.text or "", limits, spec.string)
-        if exchange is not None:
+        if exchange is not None:  # known before it is parsed: a refused message is logged by its text
             exchange.holder = holder
+        message = parse_text(holder.text or "", limits, spec.string)
     if exchange is not None:
         exchange.message = message
     code = dialect.operation_code(element if spec.operation_on == "element" else message)
