@@ -467,7 +467,7 @@ def test_a_second_application_on_the_same_database_sees_the_same_jobs(service: S
     try:
         scheduler = build_scheduler(other, blocking=False)
         scheduler.start(paused=True)
-        assert sorted(job.id for job in scheduler.get_jobs()) == sorted([NIGHTLY_JOB, CLEARING_JOB])
+        assert sorted(job.id for job in scheduler.get_jobs()) == sorted([NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB])
         scheduler.shutdown()
     finally:
         other.dispose()

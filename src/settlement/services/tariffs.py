@@ -259,6 +259,7 @@ def _record_draft(context: Context, version: VersionFile, origin: str, actor: st
 def import_document(context: Context, raw: Any, origin: str, actor: str, *, base_dir: Path | None = None,
                     note: str | None = None, based_on: int | None = None) -> dict[str, Any]:
     """Record a version document (a YAML file's content or an upload) as a draft, with its diff."""
+    origin = mask_id_numbers(origin)  # an upload's file name, repeated in errors and kept with the version
     problems: list[Problem] = []
     version = read_document(raw, origin, base_dir, problems)
     if version is None or problems:
