@@ -471,7 +471,7 @@ def test_a_second_application_on_the_same_database_sees_the_same_jobs(service: S
         scheduler.shutdown()
     finally:
         other.dispose()
-    assert len(stored_jobs(service)) == 2
+    assert len(stored_jobs(service)) == 3
 
 
 @pytest.mark.parametrize("blocking", [False, True], ids=["background", "blocking"])

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from settlement.cli.main import app as cli
 from settlement.domain.claim import SHANGHAI
 from settlement.insurers.statements import CSV_COLUMNS
-from settlement.jobs.scheduler import CLEARING_JOB, JOBS_TABLE, NIGHTLY_JOB
+from settlement.jobs.scheduler import CLEARING_JOB, JOBS_TABLE, NIGHTLY_JOB, PURGE_JOB
 from tests.factories import TARIFFS
 
 runner = CliRunner()
@@ -107,4 +107,4 @@ def test_the_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             stored = {row[0] for row in connection.execute(text(f"SELECT id FROM {JOBS_TABLE}"))}
     finally:
         engine.dispose()
-    assert stored == {NIGHTLY_JOB, CLEARING_JOB}
+    assert stored == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
