@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from settlement.api import bodies, limits
+from settlement.api.keys import add_key_routes
 from settlement.api.last_resort import LastResort
 from settlement.bootstrap import Application
 from settlement.db.bookkeeping import async_bookkeeping_for
@@ -31,7 +32,7 @@ from settlement.domain.errors import SettlementError
 from settlement.insurers.config import PayersError, load_payers
 from settlement.problems import problem_body
 from settlement.services import tariffs
-from settlement.services.auth import Caller, CallerCache, authenticate
+from settlement.services.auth import Caller, CallerCache, CredentialsWatch, authenticate, credentials_watch
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError, database_problem
 from settlement.services.finance import Filters, list_discrepancies, resolve, run_clearing, run_report
@@ -83,24 +84,29 @@ async def current_caller(request: Request, authorization: Annotated[str | None, 
                          x_api_key: Annotated[str | None, Header()] = None) -> Caller:
     """The caller named by `Authorization: Bearer <key>` (or `X-API-Key`); 401 without a valid key.
 
-    A key seen in the last seconds is answered from the cache on the event loop; only a lookup in the database
-    goes to the thread pool (a sync dependency would cost every request a thread hand-over)."""
+    A key found under the credentials generation this worker read less than half a second ago is answered from
+    the cache on the event loop; otherwise the generation and, if it moved, the key are read in the thread pool (a
+    sync dependency would cost every request a thread hand-over)."""
     key = x_api_key
     if authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     cache: CallerCache = request.app.state.callers
-    now = time.monotonic()
-    if key and (known := cache.get(key, now)) is not None:
+    watch: CredentialsWatch = request.app.state.credentials
+    generation = watch.fresh()
+    if key and generation is not None and (known := cache.get(key, generation, time.monotonic())) is not None:
         return known
-    context: Context = request.app.state.context
-    found = await run_in_threadpool(_look_up, context, key)
-    cache.put(key or "", found, now)
-    return found
+    return await run_in_threadpool(_look_up, request.app.state.context, watch, cache, key)
 
 
-def _look_up(context: Context, key: str | None) -> Caller:
+def _look_up(context: Context, watch: CredentialsWatch, cache: CallerCache, key: str | None) -> Caller:
+    now = time.monotonic()
+    generation = watch.current()  # read before the key: a revocation committed after it moves the generation on
+    if key and (known := cache.get(key, generation, now)) is not None:
+        return known
     with context.uow() as tx:
-        return authenticate(tx.repo, key)
+        found = authenticate(tx.repo, key)
+    cache.put(key or "", found, generation, now)
+    return found
 
 
 Auth = Annotated[Caller, Depends(current_caller)]
@@ -154,6 +160,7 @@ def create_app(application: Application) -> FastAPI:
 
     app.state.context = context
     app.state.callers = CallerCache()
+    app.state.credentials = watch = credentials_watch(context)
     app.add_middleware(limits.BodyLimit, default=settings.max_body_bytes, exempt_prefix="/soap", by_path={
         "/v1/admin/roster": ROSTER_BODY_BYTES, "/v1/admin/tariffs": TARIFF_BODY_BYTES,
         "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES})
@@ -197,7 +204,8 @@ def create_app(application: Application) -> FastAPI:
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
         return Response(reply.body, status_code=reply.status, media_type=media, headers=headers)
 
-    app.state.soap = add_soap_routes(app, application, io)
+    app.state.soap = add_soap_routes(app, application, io, watch)
+    add_key_routes(app, application, ERRORS)
     app.state.soap_io = io  # read by the SOAP benchmark's floor (benchmarks/soap_floor_app.py)
     bodies.add_schemas(app, SettleRequest)
 
@@ -334,16 +342,16 @@ def create_app(application: Application) -> FastAPI:
     @app.post("/v1/finance/clearing/{month}", tags=["finance"], responses=ERRORS)
     def clearing(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], who: Auth) -> dict[str, Any]:
         """The month's clearing statement: what each fund owes each hospital, net of reversals and corrections."""
-        finance_staff(who)
-        return run_clearing(context, month, application.settings.reports_dir)
+        return run_clearing(context, month, application.settings.reports_dir, finance_staff(who).actor)
 
     @app.get("/v1/finance/clearing/{month}/statement.{extension}", tags=["finance"], responses=ERRORS)
     def clearing_file(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], extension: str,
                       who: Auth) -> Response:
-        finance_staff(who)
+        actor = finance_staff(who).actor
         if extension not in ("xlsx", "csv"):
             raise ServiceError(ServiceCode.NOT_FOUND, "statement.xlsx or statement.csv")
-        files = [PathLib(name) for name in run_clearing(context, month, application.settings.reports_dir)["files"]]
+        files = [PathLib(name) for name in run_clearing(context, month, application.settings.reports_dir,
+                                                        actor)["files"]]
         chosen = files[1] if extension == "xlsx" else files[0]
         return Response(chosen.read_bytes(), media_type=MEDIA[extension],
                         headers={"Content-Disposition": f'attachment; filename="{chosen.name}"'})

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -69,12 +70,16 @@ class Hospital(Base):
     level: Mapped[str] = mapped_column(String(16))
     region: Mapped[str] = mapped_column(String(6))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+    disabled_at: Mapped[datetime | None] = mapped_column(Timestamp)  # its keys and SOAP password are refused
 
 
 class Principal(Base):
-    """Who may call: a hospital's system, a finance officer or an administrator. Keys are stored hashed."""
+    """Who may call: a hospital's system, a finance officer or an administrator. Keys are stored hashed; a person
+    (kind and name) holds one active key: rotating revokes the old one."""
 
     __tablename__ = "principals"
+    __table_args__ = (Index("uq_principals_active_name", "kind", "name", unique=True,
+                            postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL")),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # hospital | finance | admin
     name: Mapped[str] = mapped_column(String(128))
@@ -163,6 +168,16 @@ class TariffSchedule(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
     changed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class CredentialsGeneration(Base):
+    """One row: moved on by triggers with every change to principals, hospitals, SOAP passwords and dialect
+    bindings (by a command or by hand). Each worker re-reads it every half second and drops what it cached of
+    older generations (settlement.services.auth.CredentialsWatch)."""
+
+    __tablename__ = "credentials_generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class PersonYear(Base):

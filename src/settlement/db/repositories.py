@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from settlement.db.models import (
     AuditEntry,
+    CredentialsGeneration,
     FundYear,
     Hospital,
     HospitalDialect,
@@ -167,6 +168,30 @@ class Repository:
 
     def hospitals(self) -> Sequence[Hospital]:
         return self.session.scalars(select(Hospital).order_by(Hospital.code)).all()
+
+    def principal(self, principal_id: int, *, for_update: bool = False) -> Principal | None:
+        query = select(Principal).where(Principal.id == principal_id)
+        return self.session.scalar(query.with_for_update() if for_update else query)
+
+    def principals(self, *, kind: str | None = None, include_revoked: bool = False
+                   ) -> list[tuple[Principal, str | None]]:
+        """Keys with their hospital's code, oldest first."""
+        query = select(Principal, Hospital.code).outerjoin(Hospital, Hospital.id == Principal.hospital_id) \
+            .order_by(Principal.id)
+        if kind is not None:
+            query = query.where(Principal.kind == kind)
+        if not include_revoked:
+            query = query.where(Principal.revoked_at.is_(None))
+        return [(row[0], row[1]) for row in self.session.execute(query)]
+
+    def active_keys_of(self, kind: str, name: str) -> Sequence[Principal]:
+        return self.session.scalars(select(Principal).where(Principal.kind == kind, Principal.name == name,
+                                                            Principal.revoked_at.is_(None))).all()
+
+    def credentials_generation(self) -> int:
+        """Moved on by triggers with every change to keys, hospitals, SOAP passwords and dialect bindings."""
+        return int(self.session.execute(select(CredentialsGeneration.generation)
+                                        .where(CredentialsGeneration.id == 1)).scalar_one())
 
     # The roster
 

@@ -35,6 +35,10 @@ class ServiceCode(StrEnum):
     TRANSACTION_CANCELLED = "TRANSACTION_CANCELLED"
     DISCREPANCY_CLOSED = "DISCREPANCY_CLOSED"
     REVERSAL_REFUSED = "REVERSAL_REFUSED"
+    # Keys and hospitals
+    PRINCIPAL_EXISTS = "PRINCIPAL_EXISTS"  # the person already holds an active key of that role: rotate it
+    KEY_REVOKED = "KEY_REVOKED"  # the key is revoked already
+    HOSPITAL_DISABLED = "HOSPITAL_DISABLED"  # its keys and SOAP password are refused until it is enabled
     # Tariff administration
     TARIFF_REJECTED = "TARIFF_REJECTED"  # the document or catalogue has problems (listed)
     TARIFF_VERSION_EXISTS = "TARIFF_VERSION_EXISTS"

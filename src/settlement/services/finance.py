@@ -309,9 +309,10 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return datetime.combine(first, time.min, SHANGHAI), datetime.combine(following, time.min, SHANGHAI)
 
 
-def run_clearing(context: Context, month: str, reports_dir: Path) -> dict[str, Any]:
+def run_clearing(context: Context, month: str, reports_dir: Path, actor: str = "clearing") -> dict[str, Any]:
     """What each fund owes each hospital for a month (Asia/Shanghai), net of reversals and corrections booked in
-    that month: a CSV and an XLSX statement, and one clearing record per month (a rerun refreshes it)."""
+    that month: a CSV and an XLSX statement, and one clearing record per month (a rerun refreshes it). `actor`:
+    the person who runs it (the scheduler's runs are 'clearing')."""
     low, high = month_bounds(month)
     now = context.clock()
     with context.uow() as tx:
@@ -328,7 +329,7 @@ def run_clearing(context: Context, month: str, reports_dir: Path) -> dict[str, A
         connection.execute(text("UPDATE clearing_runs SET status = 'done', finished_at = :now, totals = :totals "
                                 "WHERE month = :month").bindparams(bindparam("now", type_=Timestamp)),
                            {"now": now, "totals": json.dumps(lines, ensure_ascii=False), "month": month})
-        tx.repo.audit(now, "clearing", "clearing.run", "clearing_run", month,
+        tx.repo.audit(now, actor, "clearing.run", "clearing_run", month,
                       json.dumps({"lines": len(lines)}))
         tx.commit()
     header = ["fund", "hospital", "hospital name", "settlements", "settled", "reversed", "corrected", "owed"]

@@ -25,7 +25,7 @@ from settlement.db.bookkeeping import AsyncBookkeeping
 from settlement.db.models import HospitalDialect, SoapCredential
 from settlement.db.repositories import add_exchange, add_nonce, purge_nonces
 from settlement.db.settling import Companion
-from settlement.services.auth import Caller
+from settlement.services.auth import Caller, CredentialsWatch
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 
@@ -37,6 +37,7 @@ class SoapPrincipal:
     caller: Caller
     password: str
     dialects: frozenset[str]
+    disabled: bool = False  # the hospital is disabled: refused once its token is checked
 
 
 def issue_password(context: Context, cipher: Fernet, hospital_code: str, actor: str) -> str:
@@ -78,27 +79,35 @@ def bind_dialects(context: Context, hospital_code: str, dialects: list[str], kno
 
 
 class SoapPrincipals:
-    """Finds a UsernameToken's hospital, its password and dialects; cached for a few seconds per worker, like
-    API keys (a revoked password or binding stops working within `ttl_seconds`)."""
+    """Finds a UsernameToken's hospital, its password and dialects; cached per worker under the credentials
+    generation, like API keys (a revoked or rotated password or a new binding counts within the watch's interval,
+    see settlement.services.auth.CredentialsWatch; `ttl_seconds` only bounds how long an entry is kept)."""
 
-    def __init__(self, context: Context, cipher: Fernet, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, context: Context, cipher: Fernet, watch: CredentialsWatch, ttl_seconds: float = 30.0) -> None:
         self.context = context
         self.cipher = cipher
+        self.watch = watch
         self.ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, SoapPrincipal | None]] = {}
+        self._cache: dict[str, tuple[float, int, SoapPrincipal | None]] = {}
+
+    def _from_cache(self, username: str, generation: int, now: float) -> tuple[SoapPrincipal | None] | None:
+        cached = self._cache.get(username)
+        if cached is not None and cached[1] == generation and now - cached[0] <= self.ttl:
+            return (cached[2],)
+        return None
 
     def cached(self, username: str) -> tuple[SoapPrincipal | None] | None:
-        """(the principal, or None for an unknown name) when the cache answers; None when it does not."""
-        cached = self._cache.get(username)
-        if cached is not None and time.monotonic() - cached[0] <= self.ttl:
-            return (cached[1],)
-        return None
+        """(the principal, or None for an unknown name) when the cache answers without I/O; None when it does not
+        (then `find`, off the event loop)."""
+        generation = self.watch.fresh()
+        return None if generation is None else self._from_cache(username, generation, time.monotonic())
 
     def find(self, username: str) -> SoapPrincipal | None:
         now = time.monotonic()
-        cached = self._cache.get(username)
-        if cached is not None and now - cached[0] <= self.ttl:
-            return cached[1]
+        generation = self.watch.current()  # read before the credential: a change committed after moves it on
+        known = self._from_cache(username, generation, now)
+        if known is not None:
+            return known[0]
         with self.context.uow() as tx:
             found = tx.repo.soap_credential(username)
             principal = None
@@ -113,10 +122,10 @@ class SoapPrincipals:
                 if password is not None:
                     principal = SoapPrincipal(
                         Caller(0, "hospital", hospital.code, hospital.id, hospital.code, hospital.level),
-                        password, frozenset(tx.repo.dialects_of(hospital.id)))
+                        password, frozenset(tx.repo.dialects_of(hospital.id)), hospital.disabled_at is not None)
         if len(self._cache) > 4096:
             self._cache.clear()
-        self._cache[username] = (now, principal)
+        self._cache[username] = (now, generation, principal)
         return principal
 
 

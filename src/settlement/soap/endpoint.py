@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from settlement.bootstrap import Application
+from settlement.services.auth import CredentialsWatch, credentials_watch
 from settlement.services.errors import ServiceCode
 from settlement.services.soap_access import SoapPrincipals
 from settlement.soap.gateway import Answer, AsyncIo, Gateway, fault
@@ -17,12 +18,15 @@ from settlement.soap.xmlsafe import Limits, XmlRejected
 DEFAULT_DIALECT = "standard"
 
 
-def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None = None) -> Gateway:
-    """`io`: the web application's pools on PostgreSQL; the pipeline then runs on the event loop."""
+def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None = None,
+                    watch: CredentialsWatch | None = None) -> Gateway:
+    """`io`: the web application's pools on PostgreSQL; the pipeline then runs on the event loop. `watch`: the
+    worker's view of the credentials generation, shared with the REST keys' cache."""
     settings = application.settings
     limits = Limits(settings.soap_max_body_bytes, settings.soap_max_depth)
+    watch = watch or credentials_watch(application.context)
     gateway = Gateway(application.context, application.dialects,
-                      SoapPrincipals(application.context, application.cipher), limits,
+                      SoapPrincipals(application.context, application.cipher, watch), limits,
                       timedelta(seconds=settings.wsse_window_seconds), settings.soap_log_max_chars)
 
     async def read_limited(request: Request) -> bytes:

@@ -266,6 +266,9 @@ class Gateway:
         assert principal is not None
         caller = principal.caller
         assert caller.hospital_id is not None
+        if principal.disabled:
+            raise ServiceError(ServiceCode.HOSPITAL_DISABLED, f"hospital {caller.hospital_code} is disabled: its "
+                                                              "password is refused until an administrator enables it")
         if dialect.name not in principal.dialects:
             raise ServiceError(ServiceCode.DIALECT_NOT_BOUND,
                                f"hospital {caller.hospital_code} is not bound to the {dialect.name} dialect")
