@@ -457,7 +457,8 @@ def main() -> None:
         database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     data_dir = ROOT / "var" / "bench"
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_SECRET_KEY": "bench",
+    secret = secrets.token_urlsafe(48)  # the service refuses a weak key
+    env = {**os.environ, "SETTLEMENT_DATABASE_URL": database_url, "SETTLEMENT_SECRET_KEY": secret,
            "SETTLEMENT_DATA_DIR": str(data_dir)}
     app: Application | None = None
     try:
@@ -465,7 +466,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "settlement.cli.main", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
         setup = {"schema (db upgrade)": time.perf_counter() - started}
-        app = build(Settings(database_url=database_url, secret_key="bench", data_dir=data_dir, db_pool_size=2),
+        app = build(Settings(database_url=database_url, secret_key=secret, data_dir=data_dir, db_pool_size=2),
                     migrate=False)
         if args.reuse:
             reset(database_url)

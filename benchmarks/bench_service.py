@@ -50,7 +50,7 @@ def bench_database() -> Iterator[dict[str, str]]:
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         yield {**os.environ, "SETTLEMENT_DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
-               "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"), "SETTLEMENT_SECRET_KEY": "bench",
+               "SETTLEMENT_TARIFFS": str(ROOT / "tariffs"), "SETTLEMENT_SECRET_KEY": secrets.token_urlsafe(48),
                "SETTLEMENT_DATA_DIR": str(data_dir), "SETTLEMENT_DB_POOL_SIZE": "20", "PYTHONPATH": str(ROOT)}
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
+import math
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +18,11 @@ from settlement.config import Settings
 from settlement.db.engine import make_bookkeeping_engine, make_engine
 from settlement.db.migrate import upgrade
 from settlement.db.settling import settling_for
+from settlement.files import private_dir, write_private
 from settlement.services import admin, tariffs
 from settlement.services.auth import Caller
 from settlement.services.context import Context
+from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.roster import import_roster
 from settlement.services.soap_access import bind_dialects, cipher_for, issue_password, new_credentials_key
 from settlement.services.tariff_schedule import TariffSchedule
@@ -50,22 +53,45 @@ class Application:
             self.bookkeeping_engine.dispose()
 
 
-def write_private(path: Path, text: str) -> None:
-    """A secret file created readable by its owner only (never briefly world-readable)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-    path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
+# A secret key holding one of these (case and separators aside) is an example left in place, whatever its length.
+PLACEHOLDER_SECRETS = ("changeme", "replaceme", "placeholder", "example", "yoursecret", "testsecret", "insecure")
+MIN_SECRET_CHARACTERS = 32
+MIN_SECRET_BITS_PER_CHARACTER = 3.0  # Shannon entropy of its characters: "aaaa..." or "abab..." is not a key
+
+
+def weak_secret(value: str) -> str | None:
+    """Why `value` is too weak to sign quote ids, or None. A generated key (48 random url-safe bytes) passes."""
+    letters = "".join(character for character in value.lower() if character.isalnum())
+    if any(placeholder in letters for placeholder in PLACEHOLDER_SECRETS):
+        return "it is a placeholder"
+    if len(value) < MIN_SECRET_CHARACTERS:
+        return f"it has {len(value)} characters, fewer than {MIN_SECRET_CHARACTERS}"
+    counts = Counter(value)
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    if entropy < MIN_SECRET_BITS_PER_CHARACTER:
+        return f"its characters repeat too much ({entropy:.1f} bits each, fewer than " \
+               f"{MIN_SECRET_BITS_PER_CHARACTER:.0f})"
+    return None
 
 
 def secret_key(settings: Settings) -> bytes:
+    """The key that signs quote ids: SETTLEMENT_SECRET_KEY, else data_dir/secret.key (generated on first start).
+    A weak one is refused at start, as a credentials key that is not a Fernet key is."""
     if settings.secret_key:
-        return settings.secret_key.encode("utf-8")
-    path = settings.data_dir / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(path, secrets.token_urlsafe(48))
-    return path.read_text(encoding="ascii").strip().encode("ascii")
+        value, origin = settings.secret_key, "SETTLEMENT_SECRET_KEY"
+    else:
+        path = settings.data_dir / "secret.key"
+        if not path.exists():
+            private_dir(path.parent)
+            write_private(path, secrets.token_urlsafe(48))
+        value, origin = path.read_text(encoding="utf-8").strip(), str(path)
+    reason = weak_secret(value)
+    if reason is not None:
+        raise ServiceError(ServiceCode.REQUEST_MALFORMED,
+                           f"{origin} is too weak to sign quote ids: {reason}. Use at least "
+                           f"{MIN_SECRET_CHARACTERS} random characters, e.g. python3 -c 'import secrets; "
+                           "print(secrets.token_urlsafe(48))' (or leave it unset: one is generated)")
+    return value.encode("utf-8")
 
 
 def credentials_cipher(settings: Settings) -> Fernet:
@@ -73,7 +99,7 @@ def credentials_cipher(settings: Settings) -> Fernet:
         return cipher_for(settings.credentials_key)
     path = settings.data_dir / "credentials.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         write_private(path, new_credentials_key())
     return cipher_for(path.read_text(encoding="ascii").strip())
 
@@ -107,7 +133,8 @@ def prepare(app: Application) -> list[str]:
     on, seed a demo hospital, keys (two administrators: one records a tariff draft, the other approves it) and
     roster.
 
-    Returns lines to print for the operator (the demo keys are shown once and kept in data_dir/demo-keys.txt).
+    Returns lines to print for the operator: the demo keys when they are made (once), afterwards only where they
+    are kept (data_dir/demo-keys.txt, readable by its owner only).
     """
     added = tariffs.seed(app.context, app.settings.tariffs_dir)
     lines = [f"tariff versions recorded as in force: {', '.join(added)}"] if added else []
@@ -129,12 +156,13 @@ def prepare(app: Application) -> list[str]:
         report = import_roster(app.context, SYSTEM, DEMO_ROSTER.name, DEMO_ROSTER.read_bytes())
         bind_dialects(app.context, code, sorted(app.dialects.dialects), set(app.dialects.dialects), "system")
         soap_password = issue_password(app.context, app.cipher, code, "system")
-        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(keys_file.parent)
         write_private(keys_file, f"hospital {code} {hospital_key}\nadmin {admin_key}\n"
                                  f"approver {second_admin_key}\nfinance {finance_key}\n"
                                  f"soap {code} {soap_password}\n")
         lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
-    if keys_file.exists():
-        lines.append(f"demo keys (kept in {keys_file}):")
+        lines.append(f"demo keys (shown this once; kept in {keys_file}):")
         lines.extend(f"  {line}" for line in keys_file.read_text(encoding="utf-8").splitlines())
+    elif keys_file.exists():
+        lines.append(f"demo keys: kept in {keys_file} (readable by you only)")
     return lines

@@ -20,6 +20,7 @@ from settlement.domain.claim import SHANGHAI
 from settlement.insurers.statements import CSV_COLUMNS
 from settlement.jobs.scheduler import CLEARING_JOB, JOBS_TABLE, NIGHTLY_JOB, PURGE_JOB
 from tests.factories import TARIFFS
+from tests.service.conftest import TEST_SECRET_KEY
 
 runner = CliRunner()
 PAYERS = """payers:
@@ -33,7 +34,7 @@ PAYERS = """payers:
 def environment(tmp: Path) -> dict[str, str]:
     (tmp / "payers.yaml").write_text(PAYERS, encoding="utf-8")
     return {"SETTLEMENT_DATABASE_URL": f"sqlite:///{tmp / 'scheduler.sqlite3'}", "SETTLEMENT_TARIFFS": str(TARIFFS),
-            "SETTLEMENT_DATA_DIR": str(tmp / "var"), "SETTLEMENT_SECRET_KEY": "test-secret",
+            "SETTLEMENT_DATA_DIR": str(tmp / "var"), "SETTLEMENT_SECRET_KEY": TEST_SECRET_KEY,
             "SETTLEMENT_PAYERS_FILE": str(tmp / "payers.yaml"), "SETTLEMENT_INBOX_DIR": str(tmp / "inbox"),
             "SETTLEMENT_REPORTS_DIR": str(tmp / "reports"), "SETTLEMENT_CATCH_UP_DAYS": "2"}
 

@@ -28,7 +28,7 @@ from tests.reconciliation.helpers import (
     scalar,
     seed_day,
 )
-from tests.service.conftest import Service
+from tests.service.conftest import TEST_SECRET_KEY, Service, act_as
 
 D = date(2024, 6, 14)
 runner = CliRunner()
@@ -41,16 +41,19 @@ def finance_env(files_service: Service, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
     monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.setenv("SETTLEMENT_INBOX_DIR", str(settings.inbox_dir))
     monkeypatch.setenv("SETTLEMENT_PAYERS_FILE", str(settings.payers_file))
     monkeypatch.setenv("SETTLEMENT_REPORTS_DIR", str(tmp_path / "cli-reports"))
     monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+    monkeypatch.delenv("SETTLEMENT_KEY", raising=False)
     return files_service
 
 
-def test_reconcile_list_resolve_and_clear_from_the_command_line(finance_env: Service, tmp_path: Path) -> None:
+def test_reconcile_list_resolve_and_clear_from_the_command_line(finance_env: Service, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     service = finance_env
+    officer = act_as(service, monkeypatch, "finance")  # resolving and clearing record the key's holder
     _, seeded = seed_day(service, D, 6, hospitals=2, patients=3)
     payer = new_payer()
     service.app.settings.payers_file.write_text(yaml.safe_dump(
@@ -80,10 +83,10 @@ def test_reconcile_list_resolve_and_clear_from_the_command_line(finance_env: Ser
     target = next(item["id"] for item in items if item["kind"] == "engine_only")
 
     resolved = runner.invoke(cli, ["discrepancies", "resolve", str(target), "--action", "write_off", "--note",
-                                   "付款方确认漏记，核销", "--by", "张会计"])
+                                   "付款方确认漏记，核销"])
     assert resolved.exit_code == 0, resolved.output
     assert f"discrepancy {target} resolved (write_off)" in resolved.output
-    assert scalar(service, "SELECT resolved_by FROM discrepancies WHERE id = :id", id=target) == "finance:张会计"
+    assert scalar(service, "SELECT resolved_by FROM discrepancies WHERE id = :id", id=target) == officer
     assert scalar(service, "SELECT COUNT(*) FROM audit_log WHERE action = 'discrepancy.write_off' "
                            "AND entity_id = :id", id=str(target)) == 1
     twice = runner.invoke(cli, ["discrepancies", "resolve", str(target), "--action", "write_off", "--note", "x"])
@@ -100,6 +103,8 @@ def test_reconcile_list_resolve_and_clear_from_the_command_line(finance_env: Ser
     assert written == ["clearing-2024-06.csv", "clearing-2024-06.xlsx"]
     assert "390100: " in cleared.output
     assert scalar(service, "SELECT COUNT(*) FROM clearing_runs WHERE month = '2024-06'") == 1
+    assert scalar(service, "SELECT actor FROM audit_log WHERE action = 'clearing.run' AND entity_id = '2024-06' "
+                           "ORDER BY id DESC LIMIT 1") == officer
     bad_month = runner.invoke(cli, ["clearing", "run", "--month", "2024-6", "--out", str(out)])
     assert bad_month.exit_code == 2 and "REQUEST_MALFORMED" in bad_month.output
 

@@ -27,6 +27,8 @@ from settlement.config import Settings
 from settlement.domain.idcard import check_character
 from tests.factories import TARIFFS
 
+# A strong key, made for this test run: the service refuses weak ones (a placeholder, a short or repetitive key).
+TEST_SECRET_KEY = secrets.token_urlsafe(48)
 PG_ADMIN = os.environ.get("SETTLEMENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -114,7 +116,7 @@ class Service:
 
 
 def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
-    fields: dict[str, Any] = {"database_url": url, "tariffs_dir": TARIFFS, "secret_key": "test-secret",
+    fields: dict[str, Any] = {"database_url": url, "tariffs_dir": TARIFFS, "secret_key": TEST_SECRET_KEY,
                               "data_dir": tmp, "demo": False, "inbox_dir": tmp / "inbox",
                               "reports_dir": tmp / "reports", **overrides}
     return Settings(**fields)
@@ -181,9 +183,21 @@ def point_cli_at(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
     monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
     monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", TEST_SECRET_KEY)
     monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+    monkeypatch.delenv("SETTLEMENT_KEY", raising=False)  # each test says whose key acts
     return service
+
+
+def act_as(service: Service, monkeypatch: pytest.MonkeyPatch, kind: str = "admin") -> str:
+    """A new person's key of `kind`, set as SETTLEMENT_KEY for the commands the test runs; the person's audit
+    name (`admin:NAME`)."""
+    from settlement.services.auth import authenticate
+
+    key = service.staff(kind)
+    monkeypatch.setenv("SETTLEMENT_KEY", key)
+    with service.app.context.uow() as tx:
+        return authenticate(tx.repo, key).actor
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from settlement.cli.main import app as cli
 from tests.factories import ROOT, TARIFFS
-from tests.service.conftest import LiveServer, Service, claim_body, free_port, new_id_number
+from tests.service.conftest import LiveServer, Service, act_as, claim_body, free_port, new_id_number
 
 KEY = re.compile(r"stl_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 runner = CliRunner()
@@ -31,7 +31,9 @@ def printed_key(output: str) -> str:
     return key
 
 
-def test_hospitals_add_prints_a_key_that_works(cli_env: Service, live: LiveServer) -> None:
+def test_hospitals_add_prints_a_key_that_works(cli_env: Service, live: LiveServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(cli_env, monkeypatch)
     code = f"H{new_id_number()[-8:]}"
     result = runner.invoke(cli, ["hospitals", "add", code, "商州区测试医院", "--level", "county", "--region", "611002"])
     assert result.exit_code == 0, result.output
@@ -49,12 +51,14 @@ def test_hospitals_add_prints_a_key_that_works(cli_env: Service, live: LiveServe
     assert bad_level.exit_code == 2 and "REQUEST_MALFORMED" in bad_level.output
 
 
-def test_keys_add_finance_and_admin(cli_env: Service, live: LiveServer) -> None:
+def test_keys_add_finance_and_admin(cli_env: Service, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(cli_env, monkeypatch)
     code, hospital_key = cli_env.hospital()
     with live.client(hospital_key) as client:
         assert client.post("/v1/settlements", json={"transaction_id": "K-1", "claim": claim_body(
             code, "county", new_id_number())}).status_code == 201
-    result = runner.invoke(cli, ["keys", "add", "finance", "张会计"])
+    person = f"张会计{new_id_number()[-6:]}"  # one person, one key: a name of this test's own
+    result = runner.invoke(cli, ["keys", "add", "finance", person])
     assert result.exit_code == 0, result.output
     finance = printed_key(result.output)
     window = {"from": "2024-06-01", "to": "2024-06-30", "hospital": code}
@@ -65,7 +69,7 @@ def test_keys_add_finance_and_admin(cli_env: Service, live: LiveServer) -> None:
         refused = client.post("/v1/settlements", json={"transaction_id": "K-2", "claim": claim_body(
             code, "county", new_id_number())})
         assert refused.status_code == 403
-    admin = printed_key(runner.invoke(cli, ["keys", "add", "admin", "管理员"]).output)
+    admin = printed_key(runner.invoke(cli, ["keys", "add", "admin", f"管理员{new_id_number()[-6:]}"]).output)
     roster = f"id_number,name,scheme,region,category,valid_from,valid_to\n{new_id_number()},测试,resident,611002," \
              "orphan,2024-01-01,\n"
     with live.client(admin) as client:
@@ -108,8 +112,10 @@ def test_db_upgrade_is_idempotent(cli_env: Service, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", fresh)
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     created = schema(fresh)
-    # The triggers: 6 append-only tables x 2 (UPDATE, DELETE), and the 3 guards of tariff versions.
-    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 15
+    # The triggers: 6 append-only tables x 2 (UPDATE, DELETE), the 3 guards of tariff versions, and the 10 that
+    # move the credentials generation (principals and hospitals: UPDATE, DELETE; SOAP passwords and dialect
+    # bindings: INSERT too).
+    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 25
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert schema(fresh) == created
 

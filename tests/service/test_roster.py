@@ -12,7 +12,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from settlement.cli.main import app as cli
-from tests.service.conftest import LiveServer, Service, new_id_number
+from tests.service.conftest import LiveServer, Service, act_as, new_id_number
 
 HEADER = "id_number,name,scheme,region,category,valid_from,valid_to\n"
 COUNTED = ("persons", "person_categories", "roster_imports", "audit_log")
@@ -164,8 +164,9 @@ def test_gbk_and_rare_characters(service: Service, live: LiveServer) -> None:
     assert categories_of(service, gbk_person) == [("tekun_dispersed", "2020-07-01", None)]
 
 
-def test_roster_import_command(cli_env: Service, tmp_path: Path) -> None:
+def test_roster_import_command(cli_env: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     service = cli_env
+    administrator = act_as(service, monkeypatch)
     text_csv, (good_a, good_b), bad = mixed_roster()
     file = tmp_path / "民政名单.csv"
     file.write_bytes(text_csv.encode("gbk"))
@@ -182,6 +183,9 @@ def test_roster_import_command(cli_env: Service, tmp_path: Path) -> None:
     assert name_of(service, good_a) == "王喆" and name_of(service, good_b) == "赵六"
     after_first = counts(service)
     assert after_first["audit_log"] == before["audit_log"] + 1
+    with service.app.engine.connect() as connection:  # the import names the key's holder
+        assert connection.execute(text("SELECT actor FROM audit_log WHERE action = 'roster.import' ORDER BY id DESC "
+                                       "LIMIT 1")).scalar_one() == administrator
     again = runner.invoke(cli, ["roster", "import", str(file)])
     assert again.exit_code == 0, again.output
     assert "0 changes" in again.output and "already imported" in again.output

@@ -34,6 +34,7 @@ from settlement.domain.settle import settle
 from settlement.wire.claims import ServiceClaimIn
 from tests.factories import TARIFFS
 from tests.service.conftest import (
+    TEST_SECRET_KEY,
     LiveServer,
     Service,
     claim_body,
@@ -93,7 +94,7 @@ def two_workers(fresh_pg_url: str, tmp_path: Path) -> Iterator[tuple[Service, Se
         port = free_port()
         env = {name: value for name, value in os.environ.items() if not name.startswith("SETTLEMENT_")}
         env.update({"SETTLEMENT_DATABASE_URL": fresh_pg_url, "SETTLEMENT_TARIFFS": str(TARIFFS),
-                    "SETTLEMENT_SECRET_KEY": "test-secret", "SETTLEMENT_DATA_DIR": str(tmp_path / "served"),
+                    "SETTLEMENT_SECRET_KEY": TEST_SECRET_KEY, "SETTLEMENT_DATA_DIR": str(tmp_path / "served"),
                     "SETTLEMENT_DB_POOL_SIZE": "8"})
         log = (tmp_path / "serve.log").open("wb")
         process = subprocess.Popen([str(Path(sys.executable).parent / "settlement"), "serve", "--port", str(port),

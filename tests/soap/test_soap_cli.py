@@ -15,7 +15,7 @@ from settlement.cli.main import app as cli
 from settlement.paths import default_adapters_dir
 from settlement.soap.dialects import load_registry
 from tests.factories import TARIFFS
-from tests.service.conftest import LiveServer, Service, new_id_number
+from tests.service.conftest import TEST_SECRET_KEY, LiveServer, Service, act_as, new_id_number
 from tests.soap.conftest import soap_envelope, wsse_header
 from tests.soap.test_wsse import eligibility_xml, fault_of, post
 
@@ -32,10 +32,11 @@ def cli_service(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", service.app.settings.database_url)
     monkeypatch.setenv("SETTLEMENT_TARIFFS", str(TARIFFS))
     monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path / "cli-data"))
-    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("SETTLEMENT_SECRET_KEY", TEST_SECRET_KEY)
     key = (service.app.settings.data_dir / "credentials.key").read_text(encoding="ascii").strip()
     monkeypatch.setenv("SETTLEMENT_CREDENTIALS_KEY", key)
     monkeypatch.delenv("SETTLEMENT_DEMO", raising=False)
+    act_as(service, monkeypatch)  # an administrator's own key binds and issues
     return service
 
 

@@ -764,8 +764,9 @@ def own_cli(own_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return point_cli_at(own_service, tmp_path, monkeypatch)
 
 
-def run(*arguments: str) -> Result:
-    return CliRunner().invoke(cli, list(arguments))
+def run(*arguments: str, key: str | None = None) -> Result:
+    """A command; `key`: the API key of the person doing it (SETTLEMENT_KEY)."""
+    return CliRunner().invoke(cli, list(arguments), env={"SETTLEMENT_KEY": key} if key else None)
 
 
 def said(result: Result) -> str:
@@ -781,8 +782,9 @@ def version_ids(region: str = CITY) -> dict[str, int]:
 
 def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     service, context = own_cli, own_cli.app.context
-    add_staff(context, "admin", "alice", "test")
-    add_staff(context, "admin", "bob", "test")
+    alice = add_staff(context, "admin", "alice", "test")
+    bob = add_staff(context, "admin", "bob", "test")
+    finance = add_staff(context, "finance", "frank", "test")
     cashier = desk(service)
     for day in (3, 4, 5):
         when = at(date(2024, 6, day), 10)
@@ -810,16 +812,20 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     output = said(result)
     assert f"{head_file}: effective.from" in output, output
 
-    # import: an unknown administrator is refused; alice records a draft.
+    # import: no key, a typed name, a wrong key or another role's key is refused and records nothing; alice, with
+    # her own key, records a draft.
     path = tmp_path / "611000-2027-01-01.yaml"
     path.write_text(yaml.safe_dump(draft_document("2027-01-01", "2027-01-01"), allow_unicode=True, sort_keys=False),
                     encoding="utf-8")
     before = counts(service)
-    result = run("tariffs", "import", str(path), "--by", "mallory")
-    assert result.exit_code == 2, result.output
-    assert "FORBIDDEN" in said(result) and "mallory" in said(result)
-    assert counts(service) == before
-    result = run("tariffs", "import", str(path), "--by", "alice", "--note", "county 0.80")
+    for key, by, code in ((None, [], "AUTH_REQUIRED"), (None, ["--by", "alice"], "AUTH_REQUIRED"),
+                          (alice[:-1] + ("A" if alice[-1] != "A" else "B"), [], "AUTH_INVALID"),
+                          (finance, [], "FORBIDDEN")):
+        result = run("tariffs", "import", str(path), *by, key=key)
+        assert result.exit_code == 2, result.output
+        assert code in said(result), said(result)
+        assert counts(service) == before
+    result = run("tariffs", "import", str(path), "--note", "county 0.80", key=alice)
     assert result.exit_code == 0, result.output
     assert "draft recorded" in said(result) and "611000/2027-01-01" in said(result)
     version_id = version_ids()["2027-01-01"]
@@ -833,13 +839,13 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     assert "3 policy parameters changed" in said(result)
 
     # approve: not by its author (exit 2), then by bob; activate; list and show.
-    result = run("tariffs", "approve", str(version_id), "--by", "alice")
+    result = run("tariffs", "approve", str(version_id), key=alice)
     assert result.exit_code == 2, result.output
     assert "TARIFF_SELF_APPROVAL" in said(result)
-    result = run("tariffs", "approve", str(version_id), "--by", "bob")
+    result = run("tariffs", "approve", str(version_id), key=bob)
     assert result.exit_code == 0, result.output
     assert "approved by admin:bob" in said(result)
-    result = run("tariffs", "activate", "611000/2027-01-01", "--by", "bob")
+    result = run("tariffs", "activate", "611000/2027-01-01", key=bob)
     assert result.exit_code == 0, result.output
     assert "scheduled" in said(result)
     result = run("tariffs", "list")
@@ -852,8 +858,8 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
         assert words in said(result), words
 
     # simulate: June 2024's three bills under the version.
-    result = run("tariffs", "simulate", str(version_id), "--by", "bob", "--from", "2024-06-01", "--to", "2024-06-30",
-                 "--json")
+    result = run("tariffs", "simulate", str(version_id), "--from", "2024-06-01", "--to", "2024-06-30", "--json",
+                 key=bob)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["version"], report["settlements_rerun"]) == ("611000/2027-01-01", 3)
@@ -863,12 +869,12 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     # A catalogue CSV on top of the scheduled version, then withdrawn.
     catalogue = tmp_path / "catalogue.csv"
     catalogue.write_bytes(catalogue_csv([row for row in catalogue_rows() if row["code"] != REMOVED]))
-    result = run("tariffs", "import", str(catalogue), "--region", CITY, "--effective", "2027-02-01", "--by", "alice")
+    result = run("tariffs", "import", str(catalogue), "--region", CITY, "--effective", "2027-02-01", key=alice)
     assert result.exit_code == 0, result.output
     assert "611000/2027-02-01" in said(result) and "1 removed" in said(result)
     catalogue_id = version_ids()["2027-02-01"]
     assert tariffs.diff_versions(context, str(catalogue_id))["against"] == "611000/2027-01-01"
-    result = run("tariffs", "withdraw", str(catalogue_id), "--by", "bob", "--reason", "not needed")
+    result = run("tariffs", "withdraw", str(catalogue_id), "--reason", "not needed", key=bob)
     assert result.exit_code == 0, result.output
     assert "withdrawn by admin:bob" in said(result)
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from settlement.cli.identity import STAFF, KeyFile, RemovedBy, acting_person
 from settlement.cli.main import EXIT_REJECTED, _application, app, console, errors, refused
 from settlement.services.errors import ServiceError
 
@@ -167,15 +168,17 @@ def discrepancies_resolve(
     note: Annotated[str, typer.Option("--note", help="why (kept with the resolution and in the audit log)")],
     amount: Annotated[str | None, typer.Option("--amount", help="the correction (action correct), e.g. -12.50")]
     = None,
-    who: Annotated[str, typer.Option("--by", help="who resolves it (recorded)")] = "cli",
+    key_file: KeyFile = None,
+    by: RemovedBy = None,
 ) -> None:
-    """Resolve a discrepancy; the settlement is never edited (corrections are new linked ledger entries)."""
-    from settlement.services.auth import Caller
+    """Resolve a discrepancy (a finance or admin key: its holder is recorded); the settlement is never edited
+    (corrections are new linked ledger entries)."""
     from settlement.services.finance import resolve
 
     application = _application()
     try:
-        item = resolve(application.context, Caller(0, "finance", who, None), discrepancy_id, action, note, amount)
+        who = acting_person(application.context, STAFF, key_file, by)
+        item = resolve(application.context, who, discrepancy_id, action, note, amount)
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"discrepancy {item['id']} {item['status']} ({item['action']}): {item['note']}", highlight=False,
@@ -187,16 +190,22 @@ def discrepancies_resolve(
 def clearing_run(
     month: Annotated[str, typer.Option("--month", help="YYYY-MM")],
     out: Annotated[Path | None, typer.Option("--out", help="folder (default: SETTLEMENT_REPORTS_DIR)")] = None,
+    key_file: KeyFile = None,
 ) -> None:
-    """What each fund owes each hospital for the month, net of reversals and corrections (CSV and XLSX)."""
+    """What each fund owes each hospital for the month, net of reversals and corrections (CSV and XLSX); run by
+    a finance or admin key's holder, who is recorded."""
     from settlement.services.finance import run_clearing
 
     application = _application()
+    try:
+        who = acting_person(application.context, STAFF, key_file)
+    except ServiceError as error:
+        raise refused(error) from None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         progress.add_task(f"clearing {month}")
         try:
-            result = run_clearing(application.context, month, out or application.settings.reports_dir)
+            result = run_clearing(application.context, month, out or application.settings.reports_dir, who.actor)
         except ServiceError as error:
             raise refused(error) from None
     for fund, owed in result["owed_by_fund"].items():

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from settlement.cli.identity import KeyFile
 from settlement.domain.errors import SettlementError, TariffError
 from settlement.domain.settle import Settlement, settle
 from settlement.paths import default_tariffs_dir
@@ -34,7 +35,7 @@ roster_app = typer.Typer(help="The assistance roster.", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
 hospitals_app = typer.Typer(help="Hospitals and their API keys.", no_args_is_help=True)
 app.add_typer(hospitals_app, name="hospitals")
-keys_app = typer.Typer(help="API keys of finance officers and administrators.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: add (finance, admin), list, revoke, rotate.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 soap_app = typer.Typer(help="SOAP dialects: list them, try a hospital's message, render a reply.",
                        no_args_is_help=True)
@@ -123,8 +124,10 @@ def _print_quote(result: Settlement) -> None:
 def _application(migrate: bool = True) -> Application:
     from settlement.bootstrap import build
     from settlement.config import Settings
+    from settlement.files import restrict_umask
     from settlement.soap.dialects import DialectError
 
+    restrict_umask()  # what the service and its commands write (database, secrets, reports) is theirs alone
     try:
         return build(Settings(), migrate=migrate)
     except TariffError as error:
@@ -189,14 +192,17 @@ def db_upgrade() -> None:
 
 
 @roster_app.command("import")
-def roster_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]) -> None:
-    """Import a civil-affairs roster CSV; print rows with errors (line, reason); keep the valid rows."""
-    from settlement.bootstrap import SYSTEM
+def roster_import(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+                  key_file: KeyFile = None) -> None:
+    """Import a civil-affairs roster CSV (an administrator's key); print rows with errors (line, reason); keep the
+    valid rows."""
+    from settlement.cli.identity import ADMIN, acting_person
     from settlement.services.roster import import_roster
 
     application = _application()
     try:
-        report = import_roster(application.context, SYSTEM, file.name, file.read_bytes())
+        who = acting_person(application.context, ADMIN, key_file)
+        report = import_roster(application.context, who, file.name, file.read_bytes())
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"{file.name}: {report.rows} rows, {report.accepted} accepted, {len(report.rejected)} rejected, "
@@ -213,13 +219,16 @@ def hospitals_add(
     name: Annotated[str, typer.Argument()],
     level: Annotated[str, typer.Option(help="township | county | city | provincial")],
     region: Annotated[str, typer.Option(help="6-digit division code")],
+    key_file: KeyFile = None,
 ) -> None:
-    """Register a hospital and print its API key (shown once, stored hashed)."""
+    """Register a hospital (an administrator's key) and print its API key (shown once, stored hashed)."""
+    from settlement.cli.identity import ADMIN, acting_person
     from settlement.services.admin import add_hospital
 
     application = _application()
     try:
-        key = add_hospital(application.context, code, name, level, region, "cli")
+        who = acting_person(application.context, ADMIN, key_file)
+        key = add_hospital(application.context, code, name, level, region, who.actor)
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"hospital {code} added; its API key (shown once): {key}", highlight=False, markup=False)
@@ -229,13 +238,24 @@ def hospitals_add(
 def keys_add(
     kind: Annotated[str, typer.Argument(help="finance | admin")],
     name: Annotated[str, typer.Argument(help="who holds the key")],
+    key_file: KeyFile = None,
 ) -> None:
-    """Create a finance or admin key and print it (shown once, stored hashed)."""
-    from settlement.services.admin import add_staff
+    """Create a finance or admin key (with an administrator's key) and print it (shown once, stored hashed).
+
+    The first administrator: on a database where no administrator holds a key, `keys add admin NAME` without a
+    key is the operator's bootstrap at the server's shell, recorded as 'system'."""
+    from settlement.cli.identity import ADMIN, acting_person
+    from settlement.services.admin import add_staff, administrator_exists, bootstrap_admin
 
     application = _application()
     try:
-        key = add_staff(application.context, kind, name, "cli")
+        if kind == "admin" and not administrator_exists(application.context):
+            key = bootstrap_admin(application.context, name)
+            console.print("no administrator existed: this is the first, recorded as added by 'system'",
+                          highlight=False, markup=False)
+        else:
+            who = acting_person(application.context, ADMIN, key_file)
+            key = add_staff(application.context, kind, name, who.actor)
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"{kind} key for {name} (shown once): {key}", highlight=False, markup=False)
@@ -245,26 +265,33 @@ def keys_add(
 def hospitals_bind(
     code: Annotated[str, typer.Argument(help="hospital code")],
     dialects: Annotated[list[str], typer.Argument(help="dialect names (see `settlement soap dialects`)")],
+    key_file: KeyFile = None,
 ) -> None:
     """Allow a hospital to speak these SOAP dialects (a dialect it is not bound to is refused)."""
+    from settlement.cli.identity import ADMIN, acting_person
     from settlement.services.soap_access import bind_dialects
 
     application = _application()
     try:
-        bound = bind_dialects(application.context, code, dialects, set(application.dialects.dialects), "cli")
+        who = acting_person(application.context, ADMIN, key_file)
+        bound = bind_dialects(application.context, code, dialects, set(application.dialects.dialects), who.actor)
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"hospital {code} speaks: {', '.join(bound)}", highlight=False, markup=False)
 
 
 @hospitals_app.command("soap-password")
-def hospitals_soap_password(code: Annotated[str, typer.Argument(help="hospital code")]) -> None:
-    """Issue the hospital's WS-Security password (shown once; earlier passwords stop working)."""
+def hospitals_soap_password(code: Annotated[str, typer.Argument(help="hospital code")],
+                            key_file: KeyFile = None) -> None:
+    """Issue the hospital's WS-Security password (shown once; the old one is refused, and the new one accepted, by
+    every worker within a second)."""
+    from settlement.cli.identity import ADMIN, acting_person
     from settlement.services.soap_access import issue_password
 
     application = _application()
     try:
-        password = issue_password(application.context, application.cipher, code, "cli")
+        who = acting_person(application.context, ADMIN, key_file)
+        password = issue_password(application.context, application.cipher, code, who.actor)
     except ServiceError as error:
         raise refused(error) from None
     console.print(f"WS-Security UsernameToken for {code}: username {code}, password (shown once): {password}",
@@ -526,6 +553,7 @@ def scheduler(
 
 # Finance staff's commands (reconcile, discrepancies, clearing) register themselves on `app`.
 from settlement.cli import finance as _finance  # noqa: E402, F401
+from settlement.cli import keys as _keys  # noqa: E402, F401
 from settlement.cli import tariffs as _tariffs  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from settlement.cli.identity import ADMIN, KeyFile, RemovedBy, acting_person
 from settlement.cli.main import (
     EXIT_REJECTED,
     EXIT_TARIFF,
@@ -40,7 +41,6 @@ settlements_app = typer.Typer(help="Settlements: recompute past ones under the v
 app.add_typer(settlements_app, name="settlements")
 
 Reference = Annotated[str, typer.Argument(help="a version's id, or region/version (e.g. 611000/2027-01-01)")]
-By = Annotated[str, typer.Option("--by", help="the administrator doing this (an admin key's name)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 EXIT_DIFFERENCES = 1
 
@@ -214,20 +214,22 @@ def tariffs_show(reference: Reference, as_json: AsJson = False) -> None:
 def tariffs_import(
     path: Annotated[Path, typer.Argument(exists=True, readable=True,
                                          help="a version file (YAML), a tariff folder, or a catalogue CSV")],
-    by: By,
     region: Annotated[str | None, typer.Option("--region", help="a catalogue CSV's region")] = None,
     effective: Annotated[str | None, typer.Option("--effective", help="a catalogue's effective date (default: "
                                                                       "the latest date in the file)")] = None,
     version: Annotated[str | None, typer.Option("--version", help="a catalogue draft's version name")] = None,
     note: Annotated[str | None, typer.Option("--note", help="why: shown to the approver")] = None,
     as_json: AsJson = False,
+    key_file: KeyFile = None,
+    by: RemovedBy = None,
 ) -> None:
-    """Record a version, or a catalogue update, as a draft and show how it differs from what is in force."""
+    """Record a version, or a catalogue update, as a draft (an administrator's key: its holder is the author) and
+    show how it differs from what is in force."""
     from settlement.services import tariffs
 
     context = _application().context
     try:
-        actor = tariffs.staff_actor(context, by)
+        actor = acting_person(context, ADMIN, key_file, by).actor
         if path.suffix.lower() == ".csv":
             if region is None:
                 errors.print("[bold red]REQUEST_MALFORMED[/]: a catalogue CSV needs --region", highlight=False)
@@ -249,7 +251,7 @@ def tariffs_import(
                           highlight=False, markup=False)
             continue
         console.print(f"[green]draft recorded[/]: {view['region']}/{view['version']} (id {view['id']}); another "
-                      f"administrator approves it with `settlement tariffs approve {view['id']} --by NAME`",
+                      f"administrator approves it with their own key: `settlement tariffs approve {view['id']}`",
                       highlight=False)
         _print_diff(outcome["diff"])
 
@@ -274,43 +276,44 @@ def tariffs_diff(
         _print_diff(diff)
 
 
-def _step(reference: str, by: str, step: Callable[[Context, str, str], dict[str, Any]]) -> None:
-    """One step of a version's life, done by a named administrator."""
-    from settlement.services import tariffs
-
+def _step(reference: str, key_file: Path | None, by: str | None,
+          step: Callable[[Context, str, str], dict[str, Any]]) -> None:
+    """One step of a version's life, done by the administrator whose key is given."""
     context = _application().context
     try:
-        view = step(context, reference, tariffs.staff_actor(context, by))
+        view = step(context, reference, acting_person(context, ADMIN, key_file, by).actor)
     except ServiceError as error:
         raise _refused_with_problems(error) from None
     _print_view(view)
 
 
 @tariffs_app.command("approve")
-def tariffs_approve(reference: Reference, by: By) -> None:
-    """Approve a draft (its author cannot)."""
+def tariffs_approve(reference: Reference, key_file: KeyFile = None, by: RemovedBy = None) -> None:
+    """Approve a draft (its author cannot: TARIFF_SELF_APPROVAL)."""
     from settlement.services import tariffs
 
-    _step(reference, by, tariffs.approve)
+    _step(reference, key_file, by, tariffs.approve)
 
 
 @tariffs_app.command("activate")
-def tariffs_activate(reference: Reference, by: By) -> None:
+def tariffs_activate(reference: Reference, key_file: KeyFile = None, by: RemovedBy = None) -> None:
     """Put an approved version in force from its effective date (a date after today, Asia/Shanghai)."""
     from settlement.services import tariffs
 
-    _step(reference, by, tariffs.activate)
+    _step(reference, key_file, by, tariffs.activate)
 
 
 @tariffs_app.command("withdraw")
 def tariffs_withdraw(
-    reference: Reference, by: By,
+    reference: Reference,
     reason: Annotated[str, typer.Option("--reason", help="why it is set aside")],
+    key_file: KeyFile = None,
+    by: RemovedBy = None,
 ) -> None:
     """Set a draft or approved version aside, or cancel an activated one before its effective date."""
     from settlement.services import tariffs
 
-    _step(reference, by, lambda context, ref, actor: tariffs.withdraw(context, ref, actor, reason))
+    _step(reference, key_file, by, lambda context, ref, actor: tariffs.withdraw(context, ref, actor, reason))
 
 
 def _progress(description: str, as_json: bool) -> Progress:
@@ -320,11 +323,13 @@ def _progress(description: str, as_json: bool) -> Progress:
 
 @tariffs_app.command("simulate")
 def tariffs_simulate(
-    reference: Reference, by: By,
+    reference: Reference,
     start: Annotated[str, typer.Option("--from", help="first settlement date, YYYY-MM-DD")],
     end: Annotated[str, typer.Option("--to", help="last settlement date, YYYY-MM-DD")],
     top: Annotated[int, typer.Option("--top", min=1, max=1000, help="how many most affected settlements")] = 20,
     as_json: AsJson = False,
+    key_file: KeyFile = None,
+    by: RemovedBy = None,
 ) -> None:
     """Re-run a period's settlements under a version (a draft, typically); record nothing; per fund, how the
     totals would change, and the most affected settlements."""
@@ -333,7 +338,7 @@ def tariffs_simulate(
     context = _application().context
     low, high = _date(start, "--from"), _date(end, "--to")
     try:
-        actor = tariffs.staff_actor(context, by)
+        actor = acting_person(context, ADMIN, key_file, by).actor
         with _progress("re-running", as_json) as progress:
             task = progress.add_task(f"re-running {low} to {high} under {reference}")
             report = tariffs.simulate(context, reference, low, high, actor, top=top,

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
+from settlement.files import private_sqlite_file
+
 # A pooled connection idle for longer than this is pinged before it is handed out (one round trip); one in steady
 # use is not. A connection that died while in use fails its next statement instead: SQLAlchemy then replaces
 # every connection of the pool, and settlements, reversals and cancellations retry once more on a new one.
@@ -74,8 +76,8 @@ def make_bookkeeping_engine(url: str, *, pool_size: int = 10) -> Engine | None:
 
 def _sqlite_engine(url: str, lock_timeout_ms: int) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        private_sqlite_file(Path(database))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000},
                            hide_parameters=True)
 

@@ -423,10 +423,6 @@ class Repository:
                                                              AuditEntry.entity_id == entity_id)
                                     .order_by(AuditEntry.id)).all()
 
-    def staff_exists(self, kind: str, name: str) -> bool:
-        return self.session.scalar(select(func.count()).select_from(Principal).where(
-            Principal.kind == kind, Principal.name == name, Principal.revoked_at.is_(None))) != 0
-
     def audit(self, at: datetime, actor: str, action: str, entity: str, entity_id: str, details: str) -> None:
         self._core(_insert(AUDIT_LOG), {"at": at, "actor": actor, "action": action, "entity": entity,
                                         "entity_id": entity_id, "details": details})

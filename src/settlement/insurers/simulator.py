@@ -52,6 +52,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from settlement.files import private_dir
 from settlement.insurers import statements
 from settlement.insurers.config import PayerConfig
 from settlement.insurers.statements import NAMESPACE, WSDL, StatementLine
@@ -279,7 +280,7 @@ class PayerSimulator:
         data = statements.write_csv(statement.lines) if payer.statement.format == "csv" \
             else statements.write_xml(payer.code, day, statement.lines)
         path = statements.inbox_file(inbox, payer, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         try:
             with os.fdopen(handle, "wb") as out:

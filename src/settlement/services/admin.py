@@ -80,14 +80,18 @@ def add_staff(context: Context, kind: str, name: str, actor: str) -> str:
     return key
 
 
+def administrator_exists(context: Context) -> bool:
+    with context.uow() as tx:
+        return bool(tx.repo.principals(kind="admin"))
+
+
 def bootstrap_admin(context: Context, name: str) -> str:
     """The first administrator's key, by the operator at the server's shell (recorded as 'system'); refused once
     any administrator holds an active key: from then on an administrator adds keys with their own."""
     name = _name(name)
-    with context.uow() as tx:
-        if tx.repo.principals(kind="admin"):
-            raise ServiceError(ServiceCode.AUTH_REQUIRED, "an administrator exists already: authenticate with an "
-                                                          "administrator's key (SETTLEMENT_KEY or --key-file)")
+    if administrator_exists(context):
+        raise ServiceError(ServiceCode.AUTH_REQUIRED, "an administrator exists already: authenticate with an "
+                                                      "administrator's key (SETTLEMENT_KEY or --key-file)")
     return add_staff(context, "admin", name, SYSTEM_ACTOR)
 
 

@@ -21,6 +21,7 @@ from settlement.db.models import Timestamp
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.money import fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_numbers
+from settlement.files import private_dir, write_private
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -273,12 +274,11 @@ def run_report(context: Context, payer: str, day: date, reports_dir: Path) -> li
              Decimal(item["engine_amount"]) if item["engine_amount"] else None,
              Decimal(item["payer_amount"]) if item["payer_amount"] else None, Decimal(item["difference"]),
              item["status"], item["action"] or "", item["note"] or ""] for item in items]
-    folder = reports_dir / "reconciliation" / payer
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(reports_dir / "reconciliation" / payer)
     stem = f"{payer}-{day.isoformat()}"
     csv_path, xlsx_path = folder / f"{stem}-discrepancies.csv", folder / f"{stem}.xlsx"
-    csv_path.write_bytes(_csv(header, rows))
-    xlsx_path.write_bytes(_workbook([("totals", totals_header, totals), ("discrepancies", header, rows)]))
+    write_private(csv_path, _csv(header, rows))
+    write_private(xlsx_path, _workbook([("totals", totals_header, totals), ("discrepancies", header, rows)]))
     return [csv_path, xlsx_path]
 
 
@@ -339,11 +339,10 @@ def run_clearing(context: Context, month: str, reports_dir: Path, actor: str = "
     by_fund: dict[str, Decimal] = {}
     for line in lines:
         by_fund[line["fund"]] = by_fund.get(line["fund"], Decimal(0)) + Decimal(line["owed"])
-    folder = reports_dir / "clearing"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(reports_dir / "clearing")
     csv_path, xlsx_path = folder / f"clearing-{month}.csv", folder / f"clearing-{month}.xlsx"
-    csv_path.write_bytes(_csv(header, table))
-    xlsx_path.write_bytes(_workbook([("by hospital", header, table),
-                                     ("by fund", ["fund", "owed"], [[f, v] for f, v in sorted(by_fund.items())])]))
+    write_private(csv_path, _csv(header, table))
+    write_private(xlsx_path, _workbook([("by hospital", header, table),
+                                        ("by fund", ["fund", "owed"], [[f, v] for f, v in sorted(by_fund.items())])]))
     return {"month": month, "lines": lines, "owed_by_fund": {f: fmt(v) for f, v in sorted(by_fund.items())},
             "files": [str(csv_path), str(xlsx_path)]}

@@ -97,14 +97,6 @@ def find_version(repo: Repository, reference: str, *, for_update: bool = False) 
     return row
 
 
-def staff_actor(context: Context, name: str) -> str:
-    """The audit name of an administrator named on the command line; refused unless such an admin exists."""
-    with context.uow() as tx:
-        if not tx.repo.staff_exists("admin", name):
-            raise ServiceError(ServiceCode.FORBIDDEN, f"no administrator named {name!r} (see settlement keys add)")
-    return f"admin:{name}"
-
-
 def _rejected(origin: str, problems: list[Problem]) -> ServiceError:
     """Refused with every problem listed; the message names the first."""
     first = f"{problems[0].path}: {problems[0].message}" if problems else "unreadable"
