@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +124,9 @@ class Line:
         self.connection.close()
 
 
+Probe = Callable[[Line], tuple[int | None, bool]]  # (the worker that answered, whether it accepted)
+
+
 @dataclass
 class Credentials:
     code: str
@@ -213,7 +216,7 @@ def check_changes_reach_every_worker(service: Service, served: Served) -> None:
         new_password = issue_password(service.app.context, service.app.cipher, old.code, "admin:test")
         changed_at["SOAP password"] = time.monotonic()
 
-        checks = {
+        checks: dict[str, tuple[str, Probe, bool]] = {
             "old hospital key refused": ("rotated key", lambda line: rest(line, old.hospital_key), False),
             "new hospital key accepted": ("rotated key", lambda line: rest(line, new_key), True),
             "revoked finance key refused": ("key revoked by SQL", lambda line: staff(line, old.finance_key), False),

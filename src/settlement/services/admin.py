@@ -168,7 +168,7 @@ def set_hospital_enabled(context: Context, code: str, enabled: bool, actor: str)
         hospital = tx.repo.hospital_by_code(code)
         if hospital is None:
             raise ServiceError(ServiceCode.NOT_FOUND, f"no hospital {code}")
-        changed = (hospital.disabled_at is None) == enabled
+        changed = (hospital.disabled_at is None) != enabled
         if changed:
             hospital.disabled_at = None if enabled else now
             tx.repo.audit(now, actor, "hospital.enable" if enabled else "hospital.disable", "hospital", code, "{}")

@@ -11,4 +11,4 @@ def _never_moves(_: CredentialsWatch) -> int:
 
 
 CredentialsWatch.fresh = _never_moves  # type: ignore[method-assign, assignment]
-CredentialsWatch.current = _never_moves  # type: ignore[method-assign]
+CredentialsWatch.current = _never_moves  # type: ignore[method-assign, assignment]
