@@ -105,6 +105,7 @@ def credentials_cipher(settings: Settings) -> Fernet:
 
 
 def build(settings: Settings, *, migrate: bool = True) -> Application:
+    secret = secret_key(settings)  # a weak key is refused before the database is touched
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
                          lock_timeout_ms=settings.lock_timeout_ms)
     if migrate:
@@ -115,7 +116,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
         uow=units_of_work,
         tariffs=TariffSchedule(),
         settling=settling_for(engine, units_of_work),
-        secret=secret_key(settings),
+        secret=secret,
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,
     )

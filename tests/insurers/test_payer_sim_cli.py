@@ -4,6 +4,7 @@ dropping a file payer's statement into the inbox."""
 from __future__ import annotations
 
 import logging
+import stat
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ def test_write_drops_a_file_statement_into_the_inbox(payers_env: Service, tmp_pa
     assert str(written) in clean.output.replace("\n", "") and "a clean statement" in " ".join(clean.output.split())
     rows = read_csv(written.read_bytes())
     assert len(rows) >= 3 and {row.fund for row in rows} == {"390200"}
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600  # the inbox is private (issue 15, item 13)
+    assert {stat.S_IMODE(folder.stat().st_mode) for folder in (written.parent, written.parent.parent)} == {0o700}
 
     inbox = tmp_path / "elsewhere"
     damaged = runner.invoke(cli, ["payer-sim", "write", "--payer", "assistance", "--date", "2024-06-15",

@@ -9,6 +9,7 @@ import csv
 import io
 import re
 import shutil
+import stat
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -119,6 +120,10 @@ def test_the_run_report_holds_the_runs_totals_and_discrepancies(service: Service
     csv_path, xlsx = paths
     assert (csv_path.name, xlsx.name) == (f"{payer.code}-{D}-discrepancies.csv", f"{payer.code}-{D}.xlsx")
     assert csv_path.parent == service.tmp / "reports" / "reconciliation" / payer.code
+    # Readable by the service's user only (issue 15, item 13): files 0600, the folders made for them 0700.
+    assert {stat.S_IMODE(path.stat().st_mode) for path in paths} == {0o600}
+    assert {stat.S_IMODE(folder.stat().st_mode) for folder in (csv_path.parent, csv_path.parent.parent,
+                                                               service.tmp / "reports")} == {0o700}
 
     codes = {cashier.code for cashier in desks}
     totals = []
