@@ -57,6 +57,13 @@ def bench_database() -> Iterator[dict[str, str]]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def admin_key(env: dict[str, str]) -> str:
+    """The first administrator's key, made as an operator makes it on a new database (no key needed yet)."""
+    added = subprocess.run([sys.executable, "-m", "settlement.cli.main", "keys", "add", "admin", "bench"], env=env,
+                           check=True, capture_output=True, text=True)
+    return added.stdout.strip().split()[-1]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -231,6 +238,7 @@ def main() -> None:
         # Schema, tariffs, one hospital and its key, through the real commands.
         subprocess.run([sys.executable, "-m", "settlement.cli.main", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
+        env["SETTLEMENT_KEY"] = admin_key(env)  # the commands that record something act as a person
         added = subprocess.run([sys.executable, "-m", "settlement.cli.main", "hospitals", "add", "H61100200011",
                                 "商州区人民医院", "--level", "county", "--region", "611002"], env=env, check=True,
                                capture_output=True, text=True)

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 
 from benchmarks.bench_service import (
     Builder,
+    admin_key,
     bench_database,
     combined,
     drive,
@@ -97,6 +98,7 @@ def main() -> None:
 
     with bench_database() as env:
         cli(env, "db", "upgrade")
+        env["SETTLEMENT_KEY"] = admin_key(env)  # the commands that record something act as a person
         code = "H61100200011"
         added = cli(env, "hospitals", "add", code, "商州区人民医院", "--level", "county", "--region", "611002")
         key = added.split()[-1]

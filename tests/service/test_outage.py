@@ -1,7 +1,9 @@
 """The database going away under a running service (docs/reliability.md, Faults), behind a TCP proxy the test cuts:
 a settlement, REST or SOAP, is answered 503 DATABASE_UNAVAILABLE (a SOAP Server fault) within seconds, not after
 the connection pool's 30-second wait, and once the database is back the hospital's retry under the same key
-settles exactly once. The caller's key or credentials are cached, so the settlement is the first to find out."""
+settles exactly once. The caller's key or credentials are cached, so the settlement (or, half a second after the
+worker last read it, the read of the credentials generation) is the first to find out; either answers 503 at once,
+and either tries a fresh connection once when it finds its pooled one dead."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DBAPIError
+
 from settlement.db.models import Principal
 from settlement.db.repositories import Repository
 from settlement.services.errors import ServiceCode, ServiceError
@@ -112,8 +114,16 @@ def credentials_watch(context: Context) -> CredentialsWatch:
     """A worker's view of the credentials generation, read with the context's units of work."""
 
     def read() -> int:
-        with context.uow() as tx:
-            return tx.repo.credentials_generation()
+        for attempt in (1, 2):
+            try:
+                with context.uow() as tx:
+                    return tx.repo.credentials_generation()
+            except DBAPIError as error:
+                # A pooled connection found dead (the database restarted): SQLAlchemy replaces the pool's
+                # connections, and one more try on a fresh one tells whether the database is really away.
+                if not error.connection_invalidated or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     return CredentialsWatch(read)
 
