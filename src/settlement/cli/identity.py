@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 KEY_VARIABLE = "SETTLEMENT_KEY"
 ADMIN = ("admin",)
 STAFF = ("finance", "admin")
-HOW = (f"give your own API key: {KEY_VARIABLE}=<key> in the environment, --key-file PATH, or type it when asked "
-       "(in a terminal)")
+HOW = f"{KEY_VARIABLE}=<key> in the environment, --key-file PATH, or type it when asked (in a terminal)"
 
 KeyFile = Annotated[Path | None, typer.Option(
     "--key-file", dir_okay=False, help=f"a file holding your own API key (else {KEY_VARIABLE}, else you are asked); "
@@ -56,10 +55,11 @@ def acting_person(context: Context, roles: tuple[str, ...], key_file: Path | Non
     key, AUTH_INVALID for a wrong or revoked one, HOSPITAL_DISABLED, FORBIDDEN for another role) before the
     command records anything."""
     if removed_by is not None:
-        raise ServiceError(ServiceCode.AUTH_REQUIRED, f"--by is gone (a typed name proves nothing): {HOW}")
+        raise ServiceError(ServiceCode.AUTH_REQUIRED,
+                           f"--by is gone (a typed name proves nothing); give your own API key: {HOW}")
     key = read_key(key_file)
     if key is None:
-        raise ServiceError(ServiceCode.AUTH_REQUIRED, f"this command records who does it: {HOW}")
+        raise ServiceError(ServiceCode.AUTH_REQUIRED, f"this command needs your own API key: {HOW}")
     with context.uow() as tx:
         caller = authenticate(tx.repo, key)
     if caller.kind not in roles:
