@@ -178,6 +178,7 @@ def test_a_disabled_hospital_is_refused_over_rest_and_soap_until_enabled(service
         within_a_second(lambda: status(live, key) == 200)
         within_a_second(lambda: soap_status() == 200)
         assert_problem(client.post("/v1/admin/hospitals/HNOSUCH/disablement"), 404, "NOT_FOUND")
+        assert_problem(client.post("/v1/admin/hospitals/H%00X/disablement"), 422, "REQUEST_MALFORMED")
     assert last_audit(service, "hospital.disable") == (last_audit(service, "hospital.enable")[0], code)
 
 

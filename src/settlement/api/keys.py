@@ -16,7 +16,8 @@ from settlement.services.soap_access import issue_password
 from settlement.wire.claims import Wire
 
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-HospitalCode = Annotated[str, Path(min_length=1, max_length=32)]
+# No control characters: PostgreSQL refuses a NUL in text, which would be a 500.
+HospitalCode = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class KeyRequest(Wire):
