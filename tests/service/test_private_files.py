@@ -84,8 +84,9 @@ def test_serve_demo_makes_private_files_and_shows_the_keys_once(tmp_path: Path) 
 
 def test_a_database_made_with_a_looser_mode_is_made_private_at_start(tmp_path: Path) -> None:
     database = tmp_path / "shared" / "settlement.sqlite3"
-    database.parent.mkdir(mode=0o755)
-    database.touch(mode=0o644)
+    database.parent.mkdir()
+    database.parent.chmod(0o755)  # explicit: a command run in this process before may have set the umask to 077
+    database.touch()
     database.chmod(0o644)
     application = build(settings_for(f"sqlite:///{database}", tmp_path / "data"))
     try:
