@@ -19,6 +19,7 @@ from settlement.db.engine import make_bookkeeping_engine, make_engine
 from settlement.db.migrate import upgrade
 from settlement.db.settling import settling_for
 from settlement.files import private_dir, write_private
+from settlement.paths import demo_roster_file
 from settlement.services import admin, tariffs
 from settlement.services.auth import Caller
 from settlement.services.context import Context
@@ -30,7 +31,6 @@ from settlement.services.uow import UnitOfWorkFactory
 from settlement.soap.dialects import Registry, load_registry
 
 log = logging.getLogger("settlement")
-DEMO_ROSTER = Path(__file__).resolve().parents[2] / "examples" / "roster" / "demo-roster.csv"
 DEMO_HOSPITAL = ("H61100200011", "商州区人民医院", "county", "611002")
 
 
@@ -126,6 +126,26 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
                        bookkeeping)
 
 
+def missing_data(settings: Settings) -> list[str]:
+    """What the service cannot run without and its settings point at nothing: no dialect, no tariff version, no
+    payers file. Checked before `serve` and `scheduler` start (they refuse on any), so that an incomplete install
+    stops with a clear message instead of serving without SOAP or reconciliation; empty when all is there."""
+    problems = []
+    adapters = settings.adapters_dir
+    if not adapters.is_dir():
+        problems.append(f"SETTLEMENT_ADAPTERS_DIR {adapters}: no such folder")
+    elif not any(adapters.glob("*/manifest.yaml")):
+        problems.append(f"SETTLEMENT_ADAPTERS_DIR {adapters}: no dialect in it (a folder with a manifest.yaml)")
+    tariffs_dir = settings.tariffs_dir
+    if not tariffs_dir.is_dir():
+        problems.append(f"SETTLEMENT_TARIFFS {tariffs_dir}: no such folder")
+    elif not any(path.parent.name.isascii() and path.parent.name.isdigit() for path in tariffs_dir.glob("*/*.yaml")):
+        problems.append(f"SETTLEMENT_TARIFFS {tariffs_dir}: no tariff version in it (<region>/<version>.yaml)")
+    if not settings.payers_file.is_file():
+        problems.append(f"SETTLEMENT_PAYERS_FILE {settings.payers_file}: no such file")
+    return problems
+
+
 SYSTEM = Caller(0, "admin", "system", None)
 
 
@@ -154,14 +174,15 @@ def prepare(app: Application) -> list[str]:
         admin_key = admin.add_staff(app.context, "admin", "demo-admin", "system")
         second_admin_key = admin.add_staff(app.context, "admin", "demo-approver", "system")
         finance_key = admin.add_staff(app.context, "finance", "demo-finance", "system")
-        report = import_roster(app.context, SYSTEM, DEMO_ROSTER.name, DEMO_ROSTER.read_bytes())
+        roster = demo_roster_file()
+        report = import_roster(app.context, SYSTEM, roster.name, roster.read_bytes())
         bind_dialects(app.context, code, sorted(app.dialects.dialects), set(app.dialects.dialects), "system")
         soap_password = issue_password(app.context, app.cipher, code, "system")
         private_dir(keys_file.parent)
         write_private(keys_file, f"hospital {code} {hospital_key}\nadmin {admin_key}\n"
                                  f"approver {second_admin_key}\nfinance {finance_key}\n"
                                  f"soap {code} {soap_password}\n")
-        lines.append(f"demo roster: {report.accepted} rows from {DEMO_ROSTER.name}")
+        lines.append(f"demo roster: {report.accepted} rows from {roster.name}")
         lines.append(f"demo keys (shown this once; kept in {keys_file}):")
         lines.extend(f"  {line}" for line in keys_file.read_text(encoding="utf-8").splitlines())
     elif keys_file.exists():

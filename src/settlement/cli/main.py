@@ -139,6 +139,20 @@ def _application(migrate: bool = True) -> Application:
         raise refused(error, EXIT_TARIFF) from None
 
 
+def _refuse_missing_data() -> None:
+    """Stop before anything starts when a setting points at nothing the service needs (bootstrap.missing_data)."""
+    from settlement.bootstrap import missing_data
+    from settlement.config import Settings
+
+    problems = missing_data(Settings())
+    if problems:
+        errors.print("[bold red]SETTINGS_INVALID[/]: cannot start, what the service runs on is missing:",
+                     highlight=False)
+        for problem in problems:
+            errors.print(f"  - {problem}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_TARIFF)
+
+
 @app.command()
 def serve(
     demo: Annotated[bool, typer.Option("--demo", help="seed a demo hospital, keys and roster if empty")] = False,
@@ -157,6 +171,7 @@ def serve(
     if demo:
         os.environ["SETTLEMENT_DEMO"] = "true"
     settings = Settings()
+    _refuse_missing_data()
     application = _application()
     try:
         for line in prepare(application):
@@ -166,6 +181,8 @@ def serve(
     except ServiceError as error:
         raise refused(error, EXIT_TARIFF) from None
     application.dispose()
+    console.print(f"dialects {', '.join(application.dialects.dialects)} from {settings.adapters_dir}; tariffs "
+                  f"from {settings.tariffs_dir}; payers from {settings.payers_file}", highlight=False, markup=False)
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"serving on http://{bind_host}:{bind_port} (API docs at /docs), database "
@@ -524,6 +541,7 @@ def scheduler(
     from settlement.jobs.scheduler import Jobs, SchedulerProcess, build_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _refuse_missing_data()
     application = _application()
     try:
         jobs = Jobs.for_application(application)

@@ -244,4 +244,7 @@ def load_dialect(folder: Path) -> Dialect:
 
 def load_registry(adapters_dir: Path) -> Registry:
     folders = sorted(path.parent for path in adapters_dir.glob("*/manifest.yaml"))
+    if not folders:  # a service without any dialect answers no SOAP at all: an incomplete install, never intended
+        raise DialectError(f"{adapters_dir}: no dialect (a folder with a manifest.yaml)"
+                           + ("" if adapters_dir.is_dir() else ": no such folder"))
     return Registry([load_dialect(folder) for folder in folders])
