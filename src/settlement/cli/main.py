@@ -133,7 +133,7 @@ def _application(migrate: bool = True) -> Application:
     except TariffError as error:
         raise _fail(error, EXIT_TARIFF) from None
     except DialectError as error:
-        errors.print(f"[bold red]DIALECT_INVALID[/]: {escape(str(error))}", highlight=False)
+        errors.print(f"[bold red]DIALECT_INVALID[/]: {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_TARIFF) from None
     except ServiceError as error:
         raise refused(error, EXIT_TARIFF) from None
@@ -148,8 +148,8 @@ def _refuse_missing_data() -> None:
     if problems:
         errors.print("[bold red]SETTINGS_INVALID[/]: cannot start, what the service runs on is missing:",
                      highlight=False)
-        for problem in problems:
-            errors.print(f"  - {problem}", highlight=False, markup=False)
+        for problem in problems:  # one line each, however long the path (logs are read with grep)
+            errors.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_TARIFF)
 
 
@@ -322,7 +322,7 @@ def _dialects() -> object:
     try:
         return load_registry(Settings().adapters_dir)
     except DialectError as error:
-        errors.print(f"[bold red]DIALECT_INVALID[/]: {error}", highlight=False)
+        errors.print(f"[bold red]DIALECT_INVALID[/]: {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_TARIFF) from None
 
 
