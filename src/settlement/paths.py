@@ -24,24 +24,20 @@ def shipped(relative: str) -> Path:
 
 
 def default_tariffs_dir() -> Path:
-    """SETTLEMENT_TARIFFS, else ./tariffs, else the shipped tariffs."""
+    """SETTLEMENT_TARIFFS, else the shipped tariffs. Never the working directory's: which tariffs a service seeds
+    must not depend on the folder it was started from."""
     configured = os.environ.get("SETTLEMENT_TARIFFS")
-    if configured:
-        return Path(configured)
-    local = Path.cwd() / "tariffs"
-    return local if local.is_dir() else shipped("tariffs")
+    return Path(configured) if configured else shipped("tariffs")
 
 
 def default_adapters_dir() -> Path:
-    """./adapters when it holds dialects, else the shipped dialects."""
-    local = Path.cwd() / "adapters"
-    return local if any(local.glob("*/manifest.yaml")) else shipped("adapters")
+    """The shipped dialects (SETTLEMENT_ADAPTERS_DIR, read by the settings, names another folder)."""
+    return shipped("adapters")
 
 
 def default_payers_file() -> Path:
-    """./payers.yaml when present, else the shipped deploy/payers.yaml."""
-    local = Path.cwd() / "payers.yaml"
-    return local if local.is_file() else shipped("deploy/payers.yaml")
+    """The shipped deploy/payers.yaml (SETTLEMENT_PAYERS_FILE, read by the settings, names another file)."""
+    return shipped("deploy/payers.yaml")
 
 
 def demo_roster_file() -> Path:

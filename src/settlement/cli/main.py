@@ -44,7 +44,8 @@ app.add_typer(soap_app, name="soap")
 console = Console(width=max(Console().width, 120))
 errors = Console(stderr=True)
 
-TariffsOption = Annotated[Path | None, typer.Option("--tariffs", help="tariff directory (default: ./tariffs)")]
+TariffsOption = Annotated[Path | None, typer.Option(
+    "--tariffs", help="tariff directory (default: SETTLEMENT_TARIFFS, else the shipped tariffs)")]
 
 EXIT_REJECTED = 2
 EXIT_TARIFF = 3

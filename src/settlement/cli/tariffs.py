@@ -141,7 +141,8 @@ def _validate_file(path: Path) -> VersionFile:
 
 @tariffs_app.command("validate")
 def tariffs_validate(path: Annotated[Path | None, typer.Argument(
-        help="a tariff folder (default ./tariffs) or one version file")] = None) -> None:
+        help="a tariff folder (default: SETTLEMENT_TARIFFS, else the shipped tariffs) or one version file")]
+        = None) -> None:
     """Check tariff files against the schema; list every problem (file, path, reason). Nothing is recorded."""
     root = path or default_tariffs_dir()
     if root.is_file():
