@@ -183,7 +183,8 @@ def serve(
         raise refused(error, EXIT_TARIFF) from None
     application.dispose()
     console.print(f"dialects {', '.join(application.dialects.dialects)} from {settings.adapters_dir}; tariffs "
-                  f"from {settings.tariffs_dir}; payers from {settings.payers_file}", highlight=False, markup=False)
+                  f"from {settings.tariffs_dir}; payers from {settings.payers_file}", highlight=False, markup=False,
+                  soft_wrap=True)
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"serving on http://{bind_host}:{bind_port} (API docs at /docs), database "
