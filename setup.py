@@ -21,11 +21,14 @@ ROOT = Path(__file__).resolve().parent
 
 class BuildPyWithShippedData(build_py):
     def run(self) -> None:
+        if not self.editable_mode:
+            # `pip install /path/to/checkout` builds in the checkout's build/, kept from the last time: a module or a
+            # tariff removed since must not ride along into the new wheel.
+            shutil.rmtree(Path(self.build_lib) / "settlement", ignore_errors=True)
         super().run()
         if self.editable_mode:
             return
         target = Path(self.build_lib) / "settlement" / "shipped"
-        shutil.rmtree(target, ignore_errors=True)  # a file removed from the checkout must not linger in build/
         for relative in SHIPPED:
             source, copy = ROOT / relative, target / relative
             if source.is_dir():

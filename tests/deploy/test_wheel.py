@@ -118,6 +118,25 @@ def test_the_wheel_holds_what_the_service_runs_on(installed: Installed) -> None:
         assert missing_from_wheel(names - {planted}, ROOT) == [planted]
 
 
+def test_a_wheel_built_in_the_checkout_leaves_out_what_build_kept_from_before(tmp_path: Path) -> None:
+    """`pip install /path/to/checkout` builds in the checkout, where build/ keeps the files of the last build."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=NOT_SOURCES)
+    stale = ("settlement/retired_module.py", "settlement/shipped/tariffs/611000/2020-01-01.yaml")
+    for name in stale:
+        (checkout / "build" / "lib" / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / "build" / "lib" / name).write_text("left over\n", encoding="utf-8")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+                            str(tmp_path / "dist"), str(checkout)], capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("settlement-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert missing_from_wheel(names, ROOT) == []
+    assert not names & set(stale)
+
+
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installed) -> None:
     script = ("import settlement.paths as p; print(p.__file__); print(*(path for path in (p.default_adapters_dir(), "
               "p.default_tariffs_dir(), p.default_payers_file(), p.demo_roster_file()) if path.exists()))")
