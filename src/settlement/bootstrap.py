@@ -8,7 +8,6 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine
