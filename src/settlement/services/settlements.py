@@ -155,6 +155,17 @@ def _settled_on(claim_in: ServiceClaimIn) -> date:
     return visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
 
 
+def _category_names(tariffs: TariffStore) -> dict[str, str]:
+    """Category code -> name, over every version in force. A function of its own: its loop over the tariffs'
+    regions once replaced the person's region in eligibility (tests/unit/test_loop_rebinding.py)."""
+    names: dict[str, str] = {}
+    for tariff_region in tariffs.regions():
+        for version in tariffs.versions(tariff_region):
+            names.update({code: spec.get("name", code)
+                          for code, spec in (version.raw.get("categories") or {}).items()})
+    return names
+
+
 def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError) -> None:
     """Log a failed attempt; after the last one, re-raise a lost race and answer a lock wait (or a lost
     connection) with DATABASE_BUSY."""
@@ -572,11 +583,7 @@ class SettlementService:
             categories = tx.repo.categories_on(id_number, day)
             figures = tx.repo.read_year(id_number, day.year)
             tariffs = self.ctx.tariffs.current(tx.repo)
-        names: dict[str, str] = {}
-        for region in tariffs.regions():
-            for version in tariffs.versions(region):
-                names.update({code: spec.get("name", code)
-                              for code, spec in (version.raw.get("categories") or {}).items()})
+        names = _category_names(tariffs)
         return {
             "person": mask_id_number(id_number),
             "in_roster": person is not None,
