@@ -74,7 +74,12 @@ def _print_view(view: dict[str, Any]) -> None:
         if view[f"{step}_by"]:
             steps.append(f"{step} by {view[f'{step}_by']} at {view[f'{step}_at']}")
     console.print("  " + "; ".join(steps), highlight=False, markup=False)
-    console.print(f"  sha256 {view['sha256']}  from {view['origin']}", highlight=False, markup=False)
+    for resolved in view["resolved"]:
+        beside = f" (with {resolved['with']})" if resolved["with"] else ""
+        console.print(f"  sha256 {resolved['sha256']}  as settlements record it: {resolved['version']}{beside}",
+                      highlight=False, markup=False)
+    console.print(f"  document sha256 {view['document_sha256']}  from {view['origin']}", highlight=False,
+                  markup=False)
     if view.get("note"):
         console.print(f"  note: {view['note']}", highlight=False, markup=False)
 
@@ -180,12 +185,14 @@ def tariffs_list(
     if as_json:
         _print_json(views)
         return
-    table = Table("id", "region", "version", "state", "from", "until", "inherits", "by", "sha256")
+    table = Table("id", "region", "version", "state", "from", "until", "inherits", "by", "sha256 (resolved)")
     for view in views:
         by = view["created_by"] + (f" / {view['approved_by']}" if view["approved_by"] else "")
+        # The hash settlements record; a county version beside several city versions has one per city version.
+        hashes = ", ".join(resolved["sha256"][:12] for resolved in view["resolved"]) or "-"
         table.add_row(str(view["id"]), view["region"], escape(view["version"]), view["state"],
                       view["effective_from"], view["in_force_until"] or "open", view["inherits"] or "",
-                      escape(by), view["sha256"][:12])
+                      escape(by), hashes)
     console.print(table)
 
 

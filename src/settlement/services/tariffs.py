@@ -154,15 +154,45 @@ def _state(row: TariffVersion, until: date | None, today: date) -> str:
     return "in force" if until is None or today <= until else "ended"
 
 
-def version_view(row: TariffVersion, store: TariffStore, today: date) -> dict[str, Any]:
+Resolutions = dict[tuple[str, str | None], ResolvedTariff]
+
+
+def resolved_hashes(row: TariffVersion, store: TariffStore, cache: Resolutions | None = None) -> list[dict[str, Any]]:
+    """The sha256 a settlement records for this version (its canonical JSON after inheritance, catalogue inlined),
+    per parent version it resolves with: one for a version that inherits nothing, one per city version in force
+    beside a county's. A version not in force is resolved beside the versions that are."""
+    version = next((v for v in store.versions(row.region) if v.id == row.id), None)
+    if version is None:
+        version = version_of(row)
+        others = [v for region in store.regions() for v in store.versions(region) if v.label != version.label]
+        store = TariffStore.of(str(store.root), [*others, version], cache)
+    parents: list[VersionFile | None] = [None] if version.inherits is None else [*store.parents_of(version)]
+    hashes = []
+    for parent in parents:
+        try:
+            resolved = store.resolved_pair(version, parent)
+        except TariffError:  # a draft whose parent is gone: nothing a settlement could record
+            continue
+        hashes.append({"with": parent.label if parent is not None else None, "sha256": resolved.tariff.ref.sha256,
+                       "version": resolved.tariff.ref.version})
+    return hashes
+
+
+def version_view(row: TariffVersion, store: TariffStore, today: date,
+                 cache: Resolutions | None = None) -> dict[str, Any]:
+    """A version as administrators see it. `sha256` is the hash settlements record (the canonical tariff as
+    resolved; `resolved` lists it per parent version when the version inherits); `document_sha256` is the hash of
+    the document as stored, which only tells whether a re-import is the same document."""
     active = next((v for v in store.versions(row.region) if v.id == row.id), None)
     until = store.until(active) if active is not None else row.effective_to
+    resolved = resolved_hashes(row, store, cache)
     return {
         "id": row.id, "region": row.region, "version": row.version, "status": row.status,
         "state": _state(row, until, today), "effective_from": row.effective_from.isoformat(),
         "effective_to": row.effective_to.isoformat() if row.effective_to else None,
         "in_force_until": until.isoformat() if until else None, "inherits": row.inherits,
-        "sha256": row.sha256, "origin": row.origin, "based_on": row.based_on_id,
+        "sha256": resolved[0]["sha256"] if resolved else None, "resolved": resolved,
+        "document_sha256": row.sha256, "origin": row.origin, "based_on": row.based_on_id,
         "created_by": row.created_by, "recorded_at": row.loaded_at.isoformat(),
         "approved_by": row.approved_by, "approved_at": row.approved_at.isoformat() if row.approved_at else None,
         "activated_by": row.activated_by,
@@ -184,7 +214,8 @@ def list_versions(context: Context, region: str | None = None, *, actor: str | N
     with context.uow() as tx:
         store = context.tariffs.current(tx.repo)
         today = today_in_shanghai(context)
-        views = [version_view(row, store, today) for row in tx.repo.tariff_versions(region=region)]
+        views = [version_view(row, store, today, context.tariffs.shared_cache)
+                 for row in tx.repo.tariff_versions(region=region)]
         _audit_read(tx.repo, context, actor, "tariff.list", region or "all", {"versions": len(views)})
         tx.commit()
         return views
@@ -194,7 +225,7 @@ def show_version(context: Context, reference: str, *, actor: str | None = None) 
     with context.uow() as tx:
         row = find_version(tx.repo, reference)
         store = context.tariffs.current(tx.repo)
-        view = version_view(row, store, today_in_shanghai(context))
+        view = version_view(row, store, today_in_shanghai(context), context.tariffs.shared_cache)
         view["document"] = json.loads(row.content)
         view["history"] = [{"at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
                             "details": json.loads(entry.details)}
@@ -231,7 +262,8 @@ def _record_draft(context: Context, version: VersionFile, origin: str, actor: st
                                    f"{version.label} is already recorded (id {existing.id}, {existing.status}) with "
                                    "other content; versions are never edited: give the new one a version name "
                                    "of its own")
-            view = version_view(existing, context.tariffs.current(tx.repo), today_in_shanghai(context))
+            view = version_view(existing, context.tariffs.current(tx.repo), today_in_shanghai(context),
+                                context.tariffs.shared_cache)
             return {"version": view, "already_recorded": True, "diff": None}
         active = tx.repo.tariff_versions(statuses=("active",))
         store = context.tariffs.store_of(active, "the active versions", [version])
@@ -243,7 +275,7 @@ def _record_draft(context: Context, version: VersionFile, origin: str, actor: st
         tx.repo.audit(now, actor, "tariff.import", "tariff_version", version.label, json.dumps(
             {"id": row.id, "sha256": row.sha256, "origin": origin, "effective_from": version.effective_from.isoformat(),
              "note": note}, ensure_ascii=False))
-        view = version_view(row, store, today_in_shanghai(context))
+        view = version_view(row, store, today_in_shanghai(context), context.tariffs.shared_cache)
         tx.commit()
     return {"version": view, "already_recorded": False, "diff": diff_versions(context, str(view["id"]))}
 
@@ -518,7 +550,8 @@ def approve(context: Context, reference: str, actor: str) -> dict[str, Any]:
         tx.repo.audit(now, actor, "tariff.approve", "tariff_version", f"{row.region}/{row.version}",
                       json.dumps({"id": row.id, "sha256": row.sha256, "author": row.created_by}))
         tx.commit()
-        return version_view(row, context.tariffs.current(tx.repo), today_in_shanghai(context))
+        return version_view(row, context.tariffs.current(tx.repo), today_in_shanghai(context),
+                            context.tariffs.shared_cache)
 
 
 def _refuse_rewriting_history(repo: Repository, store: TariffStore, version: VersionFile, today: date) -> None:
@@ -564,7 +597,7 @@ def activate(context: Context, reference: str, actor: str) -> dict[str, Any]:
         repo.audit(now, actor, "tariff.activate", "tariff_version", version.label, json.dumps(
             {"id": row.id, "sha256": row.sha256, "effective_from": row.effective_from.isoformat()}))
         tx.commit()
-        return version_view(row, store, today)
+        return version_view(row, store, today, context.tariffs.shared_cache)
 
 
 def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[str, Any]:
@@ -590,7 +623,7 @@ def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[
         repo.audit(now, actor, "tariff.withdraw", "tariff_version", f"{row.region}/{row.version}",
                    json.dumps({"id": row.id, "was": previous, "reason": reason}, ensure_ascii=False))
         tx.commit()
-        return version_view(row, context.tariffs.current(repo), today)
+        return version_view(row, context.tariffs.current(repo), today, context.tariffs.shared_cache)
 
 
 def seed(context: Context, root: Path) -> list[str]:
