@@ -145,6 +145,20 @@
       <xsl:if test="reversal/reversal_id">
         <prm_reversalid><xsl:value-of select="reversal/reversal_id"/></prm_reversalid>
       </xsl:if>
+      <xsl:if test="corrections/item">
+        <!-- 09: finance's corrections, each moving money between a fund and the patient's share -->
+        <correctiondetail>
+          <xsl:for-each select="corrections/item">
+            <row>
+              <prm_correctionid><xsl:value-of select="correction_id"/></prm_correctionid>
+              <prm_fundtype><xsl:value-of select="fund"/></prm_fundtype>
+              <prm_fundpay><xsl:value-of select="amount"/></prm_fundpay>
+              <prm_akb067><xsl:value-of select="patient_pays"/></prm_akb067>
+              <prm_recordtime><xsl:value-of select="recorded_at"/></prm_recordtime>
+            </row>
+          </xsl:for-each>
+        </correctiondetail>
+      </xsl:if>
       <xsl:call-template name="details"/>
     </output>
   </xsl:template>

@@ -82,6 +82,19 @@
     <xsl:if test="string(reversal/reversal_id) != ''"><D504_33><xsl:value-of select="reversal/reversal_id"/></D504_33></xsl:if>
     <D504_34><xsl:call-template name="flag"><xsl:with-param name="value" select="@replayed"/></xsl:call-template></D504_34>
     <xsl:call-template name="shares"/>
+    <xsl:if test="corrections/item">
+      <corrections>
+        <xsl:for-each select="corrections/item">
+          <correction>
+            <id><xsl:value-of select="correction_id"/></id>
+            <fund><xsl:value-of select="fund"/></fund>
+            <amount><xsl:value-of select="amount"/></amount>
+            <patientPays><xsl:value-of select="patient_pays"/></patientPays>
+            <recordedAt><xsl:value-of select="recorded_at"/></recordedAt>
+          </correction>
+        </xsl:for-each>
+      </corrections>
+    </xsl:if>
   </xsl:template>
 
   <!-- B020013 and B090001: a reversal (every amount negative), or a cancellation that found nothing to reverse. -->

@@ -68,6 +68,30 @@
     <visitId><xsl:value-of select="visit_id"/></visitId>
     <replayed><xsl:value-of select="@replayed"/></replayed>
     <xsl:if test="reversal/reversal_id"><reversalId><xsl:value-of select="reversal/reversal_id"/></reversalId></xsl:if>
+    <xsl:if test="corrections/item">
+      <corrections>
+        <xsl:for-each select="corrections/item">
+          <correction>
+            <correctionId><xsl:value-of select="correction_id"/></correctionId>
+            <fund><xsl:value-of select="fund"/></fund>
+            <amount><xsl:value-of select="amount"/></amount>
+            <patientPays><xsl:value-of select="patient_pays"/></patientPays>
+            <recordedAt><xsl:value-of select="recorded_at"/></recordedAt>
+          </correction>
+        </xsl:for-each>
+      </corrections>
+    </xsl:if>
+    <xsl:if test="net">
+      <net>
+        <total><xsl:value-of select="net/total"/></total>
+        <paid>
+          <xsl:for-each select="net/paid/entry">
+            <fundAmount><fund><xsl:value-of select="@key"/></fund><amount><xsl:value-of select="."/></amount></fundAmount>
+          </xsl:for-each>
+        </paid>
+        <patientPays><xsl:value-of select="net/patient_pays"/></patientPays>
+      </net>
+    </xsl:if>
   </xsl:template>
 
   <xsl:template name="reversal">

@@ -118,6 +118,7 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
         secret=secret,
         clock=utc_now,
         quote_ttl_seconds=settings.quote_ttl_seconds,
+        claim_clock_skew_seconds=settings.claim_clock_skew_seconds,
     )
     bookkeeping = make_bookkeeping_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 2))
     context.bookkeeping = bookkeeping

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     secret_key: str = ""
     data_dir: Path = Path("var")
     quote_ttl_seconds: int = 15 * 60
+    # A claim dated after the settlement time (the service's clock) by more than this is refused
+    # (CLAIM_DATE_IN_FUTURE): the hospital's clock may run a little ahead, a bill from next year may not.
+    claim_clock_skew_seconds: int = Field(default=300, ge=0, le=86400)
     # Seeds a demo hospital, its key and a demo roster into an empty database (the README's run command).
     demo: bool = False
     db_pool_size: int = 20

@@ -298,18 +298,19 @@ def claim_body(hospital_code: str, level: str, id_number: str, *, amount: str = 
     }
 
 
-def roster_csv(rows: list[tuple[str, str, str, str]]) -> bytes:
-    """rows of (id_number, category, valid_from, valid_to) for residents of 611002."""
+def roster_csv(rows: list[tuple[str, str, str, str]], region: str = "611002") -> bytes:
+    """rows of (id_number, category, valid_from, valid_to) for residents of `region` (the roster's region is the
+    one a claim for the person must name)."""
     text = "id_number,name,scheme,region,category,valid_from,valid_to\n"
-    text += "".join(f"{i},测试,resident,611002,{c},{f},{t}\n" for i, c, f, t in rows)
+    text += "".join(f"{i},测试,resident,{region},{c},{f},{t}\n" for i, c, f, t in rows)
     return text.encode("utf-8")
 
 
-def import_roster_rows(service: Service, rows: list[tuple[str, str, str, str]]) -> None:
+def import_roster_rows(service: Service, rows: list[tuple[str, str, str, str]], region: str = "611002") -> None:
     from settlement.bootstrap import SYSTEM
     from settlement.services.roster import import_roster
 
-    import_roster(service.app.context, SYSTEM, "test.csv", roster_csv(rows))
+    import_roster(service.app.context, SYSTEM, "test.csv", roster_csv(rows, region))
 
 
 Factory = Callable[..., Any]

@@ -1,12 +1,22 @@
-"""A deliberately naive year lock, kept so that the concurrency checks are shown to fail without the real one.
+"""Deliberately naive variants, kept so that the checks are shown to fail without the real thing.
 
 `NAIVE_LOCK_YEAR` stands in for PostgresStatements.lock_year (the PostgreSQL settlement transaction's first
 statement) but takes no lock: it creates the person's year row if needed and reads it as a display would (read,
 compute, write). test_cap_race_read_before_write patches it in and asserts that the cap check then breaks, with
 the real lock as its control.
+
+`settlement_dated_from_counting_reversals` is the tariff activation's old date rule (below).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from settlement.db.models import Settlement
 
 # ON CONFLICT DO NOTHING takes no lock on an existing row; the schedule's lock is not taken either. A row another
 # transaction is creating is not in this statement's snapshot: it reads as 0 admissions, stale as a naive read is.
@@ -17,3 +27,14 @@ WITH created AS (
 SELECT COALESCE((SELECT admissions FROM created),
                 (SELECT admissions FROM person_years WHERE id_number = %(id_number)s AND year = %(year)s), 0)
 """
+
+
+def settlement_dated_from_counting_reversals(repo: Any, version_ids: Sequence[int], since: datetime) -> str | None:
+    """Repository.settlement_dated_from as it was before issue 15 (item 3): reversed settlements hold their date
+    too, so one settlement dated far ahead, even reversed, keeps every later version of its region from taking
+    effect. test_future_dates.py patches it in to show the freeze its real counterpart no longer has."""
+    found: str | None = repo.session.scalar(
+        select(Settlement.public_id).where(Settlement.settled_at >= since, or_(
+            Settlement.tariff_version_id.in_(version_ids),
+            Settlement.tariff_parent_version_id.in_(version_ids))).limit(1))
+    return found

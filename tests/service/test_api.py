@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from settlement.domain.claim import SHANGHAI
 from tests.service.conftest import (
     LiveServer,
     Service,
@@ -348,9 +349,10 @@ def test_quote_used_with_another_claim_is_a_mismatch(service: Service, live: Liv
 def test_quote_refused_when_the_tariff_changed(own_service: Service) -> None:
     service = own_service
     code, key = service.hospital()
-    # The cashier quotes on the evening of 14 June a bill to be settled on the 15th...
-    service.clock.now = datetime(2024, 6, 14, 12, 0, tzinfo=UTC)
-    claim = claim_body(code, "county", new_id_number(), settled_at="2024-06-15T10:00:00+08:00")
+    # The cashier quotes, two minutes before midnight on 14 June, a bill settled just after it (within the
+    # allowed clock skew)...
+    service.clock.now = datetime(2024, 6, 14, 15, 58, tzinfo=UTC)
+    claim = claim_body(code, "county", new_id_number(), settled_at="2024-06-15T00:00:30+08:00")
     document = shipped_document()
     layers = {layer["id"]: layer for layer in document["layers"]}
     assert layers["basic_inpatient"]["rate"]["by_level"]["county"] == "0.75"
@@ -383,8 +385,10 @@ def test_categories_come_from_the_roster_on_the_settlement_date(service: Service
         rows += [(person, "dibao_rural_b", "2022-01-01", "2024-06-30"), (person, "low_income", "2024-07-01", "")]
     import_roster_rows(service, rows)
     with live.client(key) as client:
+        service.clock.now = datetime(2024, 6, 30, 15, 0, tzinfo=UTC)  # each settled when it is dated
         last = client.post("/v1/settlements", json=settle_body(
             code, june, "CAT-1", amount="5000.00", discharge="2024-06-30", settled_at="2024-06-30T23:00:00+08:00"))
+        service.clock.now = datetime(2024, 6, 30, 16, 0, tzinfo=UTC)
         first = client.post("/v1/settlements", json=settle_body(
             code, july, "CAT-2", amount="5000.00", discharge="2024-07-01", settled_at="2024-07-01T00:00:00+08:00"))
         assert last.status_code == 201 and first.status_code == 201, (last.text, first.text)
@@ -486,8 +490,10 @@ def test_new_year_at_midnight_in_shanghai(service: Service, live: LiveServer) ->
     code, key = service.hospital()
     person = new_id_number()
     with live.client(key) as client:
+        service.clock.now = datetime(2024, 12, 31, 15, 59, 59, tzinfo=UTC)  # each settled when it is dated
         december = client.post("/v1/settlements", json=settle_body(
             code, person, "Y-1", discharge="2024-12-31", settled_at="2024-12-31T23:59:59+08:00"))
+        service.clock.now = datetime(2024, 12, 31, 16, 0, tzinfo=UTC)
         january = client.post("/v1/settlements", json=settle_body(
             code, person, "Y-2", discharge="2025-01-01", settled_at="2025-01-01T00:00:00+08:00"))
         assert december.status_code == 201 and january.status_code == 201, (december.text, january.text)
@@ -507,8 +513,12 @@ def test_new_year_at_midnight_in_shanghai(service: Service, live: LiveServer) ->
 
 
 def settle_at(client: httpx.Client, service: Service, code: str, key: str, at: datetime) -> str:
+    """A settlement recorded at `at` (the service's clock), of a bill settled then."""
     service.clock.now = at
-    response = client.post("/v1/settlements", json=settle_body(code, new_id_number(), key))
+    local = at.astimezone(SHANGHAI)
+    response = client.post("/v1/settlements", json=settle_body(code, new_id_number(), key,
+                                                               settled_at=local.isoformat(),
+                                                               discharge=local.date().isoformat()))
     assert response.status_code == 201, response.text
     return key
 

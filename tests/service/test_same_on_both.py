@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def test_a_year_of_random_bills_settles_identically(both: list[Service]) -> None
             claim = claim_body(code, "county", person, lines=bill["lines"], discharge=day,
                                settled_at=f"{day}T10:00:00+08:00")
             claim["visit"]["id"] = f"V{index}"
+            service.app.context.clock = Clock(datetime.fromisoformat(claim["visit"]["settled_at"]))  # settled then
             reply = settlements.settle(caller, SettleRequest.model_validate({"transaction_id": f"T{index}",
                                                                             "claim": claim}))
             assert reply.status == 201, reply.body

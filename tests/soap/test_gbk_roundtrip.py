@@ -335,7 +335,7 @@ def test_mislabelled_bodies_are_refused_and_record_nothing(legacy: Legacy, servi
 
 def test_the_rural_dialect_posted_in_gbk_round_trips_the_name(legacy: Legacy, service: Service) -> None:
     person = new_id_number(region="611024")
-    import_roster_rows(service, [(person, *RURAL_CATEGORY, "")])
+    import_roster_rows(service, [(person, *RURAL_CATEGORY, "")], region="611024")  # as the example's D504_06
     example = (RURAL_QUOTE_GBK / "request.xml").read_bytes().decode("gbk")
     header = legacy.header().replace("<soap:Header>", "<soapenv:Header>").replace("</soap:Header>",
                                                                                    "</soapenv:Header>")

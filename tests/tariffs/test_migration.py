@@ -216,6 +216,7 @@ def test_versions_recorded_before_0004_become_active_self_contained_versions(leg
         "0.80"
     new_id = put_in_force(service, document)
     day = JULY.isoformat()
+    service.clock.now = datetime.fromisoformat(f"{day}T12:00:00+08:00")  # July has come: its bills are settled
     july_claim = claim_body(code, "county", new_id_number(DISTRICT), region=DISTRICT,
                             settled_at=f"{day}T10:00:00+08:00", discharge=day)
     july = settle_one(service, caller, july_claim)

@@ -61,6 +61,7 @@ from settlement.wire.responses import (
     RosterReportOut,
     SettlementOut,
     SettlementPage,
+    SettlementReadOut,
 )
 
 log = logging.getLogger("settlement.api")
@@ -249,7 +250,8 @@ def create_app(application: Application) -> FastAPI:
             return replied(await service.settle_async(who, request, settling))
         return replied(await run_in_threadpool(service.settle, who, request))
 
-    @app.get("/v1/settlements/{settlement_id}", tags=["cashier"], response_model=SettlementOut, responses=ERRORS)
+    @app.get("/v1/settlements/{settlement_id}", tags=["cashier"], response_model=SettlementReadOut,
+             responses=ERRORS)
     def get_settlement(settlement_id: str, who: Auth) -> dict[str, Any]:
         """One settlement with its trace. Another hospital's settlement is not found."""
         return service.get(who, settlement_id)

@@ -183,6 +183,10 @@ def discrepancies_resolve(
         raise refused(error) from None
     console.print(f"discrepancy {item['id']} {item['status']} ({item['action']}): {item['note']}", highlight=False,
                   markup=False)
+    if "correction" in item:
+        posted = item["correction"]
+        console.print(f"correction {posted['correction_id']} of {posted['settlement_id']}: fund {posted['fund']} "
+                      f"{posted['amount']}, patient's share {posted['patient_pays']}", highlight=False, markup=False)
     application.dispose()
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from settlement.db.models import (
     AuditEntry,
+    Correction,
     CredentialsGeneration,
     FundYear,
     Hospital,
@@ -54,6 +55,7 @@ class Statements:
     lock_year: Any
     funds: Any
     categories_on: Any
+    roster_on: Any
     answer: Any
     move_admissions: Any
     move_funds: Any
@@ -76,6 +78,16 @@ def _statements(dialect: str) -> Statements:
         .join(Person, Person.id == PersonCategory.person_id)
         .where(Person.id_number == bindparam("p_id"), PersonCategory.valid_from <= bindparam("p_day"),
                or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= bindparam("p_day")))
+        .order_by(PersonCategory.category),
+        # The person's roster record with the categories in force on a day: no row when the person is not on the
+        # roster; one row with no category when none is in force that day.
+        roster_on=select(Person.scheme, Person.region, PersonCategory.category, PersonCategory.valid_from,
+                         PersonCategory.valid_to)
+        .outerjoin(PersonCategory, and_(PersonCategory.person_id == Person.id,
+                                        PersonCategory.valid_from <= bindparam("p_day"),
+                                        or_(PersonCategory.valid_to.is_(None),
+                                            PersonCategory.valid_to >= bindparam("p_day"))))
+        .where(Person.id_number == bindparam("p_id"))
         .order_by(PersonCategory.category),
         # A settlement's record keeps no copy of its reply (an empty response): the settlement's own is the answer.
         answer=select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.status_code,
@@ -110,6 +122,13 @@ class CategorySpan(NamedTuple):
     category: str
     valid_from: date
     valid_to: date | None
+
+
+class RosterPerson(NamedTuple):
+    """Where and in which scheme the roster records a person: for a person on it, these decide the tariff."""
+
+    scheme: str
+    region: str
 
 
 class VersionRow(NamedTuple):
@@ -201,6 +220,14 @@ class Repository:
     def categories_on(self, id_number: str, day: date) -> list[CategorySpan]:
         rows = self._core(_statements(self.dialect).categories_on, {"p_id": id_number, "p_day": day})
         return [CategorySpan(*row) for row in rows]
+
+    def roster_on(self, id_number: str, day: date) -> tuple[RosterPerson | None, list[CategorySpan]]:
+        """The person's roster record (None when not on the roster) and categories in force on `day`, in one
+        statement."""
+        rows = self._core(_statements(self.dialect).roster_on, {"p_id": id_number, "p_day": day}).all()
+        if not rows:
+            return None, []
+        return RosterPerson(rows[0][0], rows[0][1]), [CategorySpan(*row[2:]) for row in rows if row[2] is not None]
 
     # The roster import, a chunk of rows at a time (services.roster): reads and writes in bulk.
 
@@ -296,11 +323,14 @@ class Repository:
         return int(generation)
 
     def settlement_dated_from(self, version_ids: Sequence[int], since: datetime) -> str | None:
-        """A settlement dated `since` or later that used one of the versions (as its own or inherited), if any."""
+        """A settlement dated `since` or later that used one of the versions (as its own or inherited), if any,
+        reversals aside: a reversed settlement pays nothing, so it holds no date against a new version (one dated
+        far ahead would otherwise freeze its region's tariff for good)."""
         return self.session.scalar(
             select(Settlement.public_id).where(Settlement.settled_at >= since, or_(
                 Settlement.tariff_version_id.in_(version_ids),
-                Settlement.tariff_parent_version_id.in_(version_ids))).limit(1))
+                Settlement.tariff_parent_version_id.in_(version_ids)),
+                ~select(Reversal.id).where(Reversal.settlement_id == Settlement.id).exists()).limit(1))
 
     def settlements_dated(self, start: datetime, end: datetime, after_id: int, limit: int,
                           version_ids: Sequence[int] | None = None) -> Sequence[Settlement]:
@@ -385,6 +415,15 @@ class Repository:
 
     def reversal_of(self, settlement_id: int) -> Reversal | None:
         return self.session.scalar(select(Reversal).where(Reversal.settlement_id == settlement_id))
+
+    def entries_of(self, settlement_id: int) -> Sequence[LedgerEntry]:
+        """Every ledger entry of a settlement: its own, its corrections' and its reversal's, in the order made."""
+        return self.session.scalars(select(LedgerEntry).where(LedgerEntry.settlement_id == settlement_id)
+                                    .order_by(LedgerEntry.id)).all()
+
+    def corrections_of(self, settlement_id: int) -> Sequence[Correction]:
+        return self.session.scalars(select(Correction).where(Correction.settlement_id == settlement_id)
+                                    .order_by(Correction.id)).all()
 
     def ledger_of(self, settlement_id: int) -> Sequence[LedgerEntry]:
         return self.session.scalars(select(LedgerEntry).where(LedgerEntry.settlement_id == settlement_id,

@@ -1,9 +1,9 @@
 """A settlement's own transaction: lock the person's year, read what the computation needs, write what it made.
 
 Both implementations keep the same promises (docs/reliability.md): the schedule's shared lock and the person's
-year lock are taken before anything is read, so the figures, the roster categories, the tariff generation and
-the key's stored answer are those left by the last settlement of that person to commit; everything written
-commits together or not at all.
+year lock are taken before anything is read, so the figures, the roster categories (with the person's roster
+region and scheme), the tariff generation and the key's stored answer are those left by the last settlement of
+that person to commit; everything written commits together or not at all.
 
 - `PipelinedSettling` (PostgreSQL) runs on one pooled connection in pipeline mode, in two round trips:
   [BEGIN, lock, read] and [write, COMMIT]. The lock and the read are two statements sent together: the read's
@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from settlement.db.aiopool import AsyncPool
 from settlement.db.models import IdempotencyRecord, LedgerEntry, Settlement
-from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, StoredAnswer, VersionRow, YearFigures
+from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, RosterPerson, StoredAnswer, VersionRow, YearFigures
 
 SETTLEMENTS = cast(Table, Settlement.__table__)
 LEDGER = cast(Table, LedgerEntry.__table__)
@@ -54,6 +54,7 @@ class Opened(NamedTuple):
     figures: YearFigures  # the person's year, under its lock
     categories: tuple[str, ...]  # the roster's, on the settlement date
     answer: StoredAnswer | None  # what the key already answered, if it was used
+    person: RosterPerson | None = None  # the roster's scheme and region, when the person is on it
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,10 @@ class SessionSettling:
             repo = unit.repo
             generation = repo.tariff_generation(shared_lock=True)
             figures = repo.lock_year(key.id_number, key.insurance_year)
-            categories = tuple(span.category for span in repo.categories_on(key.id_number, key.settled_on))
+            person, spans = repo.roster_on(key.id_number, key.settled_on)
             answer = repo.idempotency_record(key.hospital_id, key.transaction_id)
-            yield _SessionTransaction(unit, Opened(generation, figures, categories, answer))
+            yield _SessionTransaction(unit, Opened(generation, figures, tuple(span.category for span in spans), answer,
+                                                   person))
 
 
 # PostgreSQL: two round trips in pipeline mode
@@ -150,11 +152,13 @@ SELECT (SELECT generation FROM tariff_schedule WHERE id = 1),
              WHERE person.id_number = %(id_number)s AND category.valid_from <= %(day)s
                AND (category.valid_to IS NULL OR category.valid_to >= %(day)s)
              ORDER BY category.category),
+       person.scheme, person.region,
        answer.key, answer.request_hash, answer.status_code, answer.response, answer.operation
 FROM (SELECT array_agg(fund ORDER BY fund) AS names, array_agg(paid_fen ORDER BY fund) AS paid,
              array_agg(deductible_fen ORDER BY fund) AS deductible,
              array_agg(cumulative_fen ORDER BY fund) AS cumulative
       FROM fund_years WHERE id_number = %(id_number)s AND year = %(year)s) AS funds
+LEFT JOIN LATERAL (SELECT scheme, region FROM persons WHERE id_number = %(id_number)s) AS person ON true
 LEFT JOIN LATERAL (
     SELECT record.key, record.request_hash, record.status_code,
            CASE WHEN record.response = '' THEN settlement.result ELSE record.response END AS response,
@@ -227,11 +231,12 @@ class PostgresStatements:
     @staticmethod
     def opened(locked: tuple[Any, ...] | None, read: tuple[Any, ...] | None) -> Opened:
         assert locked is not None and read is not None  # each statement returns exactly one row
-        generation, names, paid, deductible, cumulative, categories = read[:6]
+        generation, names, paid, deductible, cumulative, categories, scheme, region = read[:8]
         funds = {fund: (p, d, c) for fund, p, d, c in zip(names or (), paid or (), deductible or (), cumulative or (),
                                                           strict=True)}
-        answer = StoredAnswer(*read[6:]) if read[6] is not None else None
-        return Opened(int(generation), YearFigures(int(locked[0]), funds), tuple(categories), answer)
+        answer = StoredAnswer(*read[8:]) if read[8] is not None else None
+        person = RosterPerson(scheme, region) if scheme is not None else None
+        return Opened(int(generation), YearFigures(int(locked[0]), funds), tuple(categories), answer, person)
 
     @staticmethod
     def write_parameters(rows: SettlementRows) -> dict[str, Any]:

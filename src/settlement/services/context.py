@@ -22,6 +22,7 @@ class Context:
     clock: Callable[[], datetime]
     settling: Settling  # a settlement's own transaction (settlement.db.settling)
     quote_ttl_seconds: int = 15 * 60
+    claim_clock_skew_seconds: int = 300  # how far a claim's dates may lie after the clock (config.Settings)
     # Stand-alone bookkeeping rows (nonces, envelope log): statements that commit alone, without waiting for the
     # disk, where the database offers it (see settlement.db.engine.make_bookkeeping_engine); else `uow`.
     bookkeeping: Engine | None = None

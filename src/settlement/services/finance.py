@@ -123,6 +123,7 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
                                f"discrepancy {discrepancy_id} is {item['status']} already")
         settlement = tx.repo.settlement(item["settlement_id"])
         correction_id = None
+        correction: dict[str, Any] | None = None
         if action in ("accept_payer", "correct"):
             if settlement is None:
                 raise ServiceError(ServiceCode.NOT_FOUND, f"the engine has no settlement {item['settlement_id']}: "
@@ -130,7 +131,8 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
             delta = int(row[10] or 0) - int(row[9] or 0) if action == "accept_payer" else _amount_fen(amount)
             if delta == 0:
                 raise ServiceError(ServiceCode.REQUEST_MALFORMED, "a correction of 0.00 changes nothing")
-            correction_id = _post_correction(tx, settlement, item["fund"], delta, note, caller, discrepancy_id, now)
+            correction_id, correction = _post_correction(tx, settlement, item["fund"], delta, note, caller,
+                                                         discrepancy_id, now)
         elif action == "reverse" and settlement is None:
             raise ServiceError(ServiceCode.NOT_FOUND, f"the engine has no settlement {item['settlement_id']}")
         connection.execute(text(
@@ -145,6 +147,8 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
         tx.commit()
     resolved: dict[str, Any] = list_discrepancies(context, caller, Filters(status="all", payer=item["payer"]),
                                                   limit=1, after_id=discrepancy_id - 1)["items"][0]
+    if correction is not None:
+        resolved["correction"] = correction
     return resolved
 
 
@@ -160,9 +164,11 @@ def _amount_fen(amount: str | None) -> int:
 
 
 def _post_correction(tx: Any, settlement: Any, fund: str, delta_fen: int, note: str, caller: Caller,
-                     discrepancy_id: int | None, now: datetime) -> int:
+                     discrepancy_id: int | None, now: datetime) -> tuple[int, dict[str, Any]]:
     """A correction row and its ledger entry, under the person's year lock, with the year figures moved: the
-    figures stay the sum of the ledger."""
+    figures stay the sum of the ledger. The bill's total does not change: what the fund pays more, the patient's
+    share pays less (the hospital settles the difference with the patient), so the correction balances to the fen:
+    amount + patient_pays = total = 0. Returns its row id and that view."""
     from settlement.services.settlements import _IDS
 
     repo = tx.repo
@@ -184,10 +190,13 @@ def _post_correction(tx: Any, settlement: Any, fund: str, delta_fen: int, note: 
          "year": settlement.insurance_year, "fund": fund, "paid": delta_fen, "now": now,
          "correction": correction_id})
     repo.move_year(settlement.id_number, settlement.insurance_year, 0, {fund: (delta_fen, 0, 0)})
+    view = {"correction_id": public_id, "settlement_id": settlement.public_id, "fund": fund,
+            "amount": fmt(from_fen(delta_fen)), "patient_pays": fmt(from_fen(-delta_fen)), "total": "0.00",
+            "recorded_at": now.isoformat()}
     repo.audit(now, caller.actor, "correction.create", "settlement", settlement.public_id,
-               json.dumps({"correction": public_id, "fund": fund, "amount": fmt(from_fen(delta_fen)),
-                           "discrepancy": discrepancy_id}, ensure_ascii=False))
-    return correction_id
+               json.dumps({"correction": public_id, "fund": fund, "amount": view["amount"],
+                           "patient_pays": view["patient_pays"], "discrepancy": discrepancy_id}, ensure_ascii=False))
+    return correction_id, view
 
 
 def _reverse_for_finance(context: Context, discrepancy_id: int, note: str) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple, TypeVar, cast
@@ -25,12 +25,12 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.aiopool import DatabaseUnreachable
-from settlement.db.models import IdempotencyRecord, LedgerEntry, Reversal
-from settlement.db.repositories import Repository, StoredAnswer, YearFigures
+from settlement.db.models import Correction, IdempotencyRecord, LedgerEntry, Reversal, Settlement
+from settlement.db.repositories import Repository, RosterPerson, StoredAnswer, YearFigures
 from settlement.db.settling import AsyncPipelinedSettling, Companion, Opened, SettlementKey, SettlementRows
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import SHANGHAI, Claim
-from settlement.domain.errors import SettlementError
+from settlement.domain.errors import ClaimRejected, ErrorCode, Problem, SettlementError
 from settlement.domain.idcard import id_number_problem
 from settlement.domain.money import ZERO, fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_free_text, mask_id_number, mask_id_numbers
@@ -155,6 +155,40 @@ def _settled_on(claim_in: ServiceClaimIn) -> date:
     return visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
 
 
+def refuse_contradicting_roster(claim: Claim, person: RosterPerson | None) -> None:
+    """For a person on the roster, the roster decides the region and the scheme (and so the tariff and the payers):
+    a claim saying otherwise is refused, naming each field, rather than settled under another region's tariff or
+    scheme. A person not on the roster is settled as the hospital says."""
+    if person is None:
+        return
+    patient = claim.patient
+    problems = [Problem(ErrorCode.CLAIM_CONTRADICTS_ROSTER, f"patient.{field}",
+                        f"the roster records this person's {field} as {recorded}; the claim says {claimed}")
+                for field, recorded, claimed in (("region", person.region, patient.region),
+                                                 ("scheme", person.scheme, patient.scheme)) if recorded != claimed]
+    if problems:
+        raise ClaimRejected(problems)
+
+
+def future_date_problems(claim: Claim, now: datetime, skew_seconds: int) -> list[Problem]:
+    """The claim's dates that lie after the settlement time (the service's clock) by more than the allowed skew.
+    A settlement dated ahead would hold its tariff version in force over that date, and no later version of the
+    region could take effect before it (TARIFF_RETROACTIVE)."""
+    latest = now + timedelta(seconds=skew_seconds)
+    last_day = latest.astimezone(SHANGHAI).date()
+    visit = claim.visit
+    problems = [Problem(ErrorCode.CLAIM_DATE_IN_FUTURE, f"visit.{name}",
+                        f"{name.replace('_', ' ')} {day} is after today ({last_day}, Asia/Shanghai)")
+                for name, day in (("admission_date", visit.admission_date), ("discharge_date", visit.discharge_date))
+                if day > last_day]
+    if visit.settled_at > latest:
+        problems.append(Problem(ErrorCode.CLAIM_DATE_IN_FUTURE, "visit.settled_at",
+                                f"settlement time {visit.settled_at.isoformat()} is after the service's clock "
+                                f"({now.astimezone(SHANGHAI).isoformat(timespec='seconds')}) by more than the "
+                                f"allowed {skew_seconds} s"))
+    return problems
+
+
 def _category_names(tariffs: TariffStore) -> dict[str, str]:
     """Category code -> name, over every version in force. A function of its own: its loop over the tariffs'
     regions once replaced the person's region in eligibility (tests/unit/test_loop_rebinding.py)."""
@@ -183,6 +217,61 @@ def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError
         if problem.code == ServiceCode.DATABASE_UNAVAILABLE:  # no answer from the server at all, not a lock
             raise problem from None
         raise ServiceError(ServiceCode.DATABASE_BUSY, "the person's record is busy; retry with the same key") from None
+
+
+class Undone(NamedTuple):
+    """What a reversal posts: per fund, the entry it is linked to and the negated sum of the fund's entries."""
+
+    movements: dict[str, tuple[int, tuple[int, int, int]]]
+    corrected_fen: int  # what the corrections reversed with it moved from the patient to the funds
+    corrections: list[int]  # the corrections reversed with it (their row ids)
+
+
+def reversal_entries(entries: Sequence[LedgerEntry]) -> Undone:
+    """A reversal undoes the settlement as it stands: its own entries and every correction posted to it so far,
+    netted per fund, so that the ledger of the settlement sums to zero in every fund and column and the person's
+    year figures return to what they were. One entry per fund (reconciliation pairs one per settlement, entry and
+    fund), linked to the fund's first entry."""
+    sums: dict[str, tuple[int, tuple[int, int, int]]] = {}
+    corrected = 0
+    corrections: list[int] = []
+    for entry in entries:
+        first, (paid, deductible, cumulative) = sums.get(entry.fund, (entry.id, (0, 0, 0)))
+        sums[entry.fund] = (first, (paid - entry.paid_fen, deductible - entry.deductible_fen,
+                                    cumulative - entry.cumulative_fen))
+        if entry.correction_id is not None:
+            corrected += entry.paid_fen
+            corrections.append(entry.correction_id)
+    return Undone({fund: value for fund, value in sums.items() if any(value[1])}, corrected, corrections)
+
+
+def ledger_view(row: Settlement, entries: Sequence[LedgerEntry], corrections: Sequence[Correction],
+                reversal: Reversal | None) -> dict[str, Any]:
+    """What reading a settlement shows besides its reply, each part balancing to the fen (total = paid + patient):
+    its corrections (a correction moves money between a fund and the patient's share, the bill is unchanged), its
+    reversal's entries, and `net`, what the settlement amounts to now, summed from the ledger."""
+    shown: dict[str, Any] = {"corrections": [{
+        "correction_id": correction.public_id, "fund": correction.fund, "amount": fmt(from_fen(correction.amount_fen)),
+        "patient_pays": fmt(from_fen(-correction.amount_fen)), "total": fmt(ZERO),
+        "recorded_at": correction.created_at.isoformat()} for correction in corrections]}
+    net_paid: dict[str, int] = {}
+    reversed_paid: dict[str, int] = {}
+    for entry in entries:
+        net_paid[entry.fund] = net_paid.get(entry.fund, 0) + entry.paid_fen
+        if entry.reversal_id is not None:
+            reversed_paid[entry.fund] = reversed_paid.get(entry.fund, 0) + entry.paid_fen
+    if reversal is not None:
+        shown["reversal"] = {
+            "reversal_id": reversal.public_id, "transaction_id": reversal.transaction_id,
+            "recorded_at": reversal.created_at.isoformat(), "reason": reversal.reason,
+            "total": fmt(from_fen(-row.total_fen)),
+            "entries": [{"fund": fund, "paid": fmt(from_fen(paid))} for fund, paid in reversed_paid.items()],
+            "patient_pays": fmt(from_fen(-row.total_fen - sum(reversed_paid.values())))}
+    total = 0 if reversal is not None else row.total_fen
+    shown["net"] = {"total": fmt(from_fen(total)),
+                    "paid": {fund: fmt(from_fen(paid)) for fund, paid in sorted(net_paid.items())},
+                    "patient_pays": fmt(from_fen(total - sum(net_paid.values())))}
+    return shown
 
 
 class SettlementService:
@@ -217,11 +306,17 @@ class SettlementService:
         self._same_hospital(caller, claim_in)
         tariffs = self.ctx.tariffs.current(repo)  # the versions in force as of this transaction
         # Categories come from the roster on the settlement date, never from the hospital.
-        categories = tuple(span.category for span in repo.categories_on(claim_in.patient.id_number,
-                                                                        _settled_on(claim_in)))
-        claim = claim_in.build(claim_in.patient, categories)
+        person, spans = repo.roster_on(claim_in.patient.id_number, _settled_on(claim_in))
+        claim = claim_in.build(claim_in.patient, tuple(span.category for span in spans))
+        refuse_contradicting_roster(claim, person)
+        self._refuse_future_dates(claim, self.ctx.clock())
         resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
         return claim, resolved
+
+    def _refuse_future_dates(self, claim: Claim, now: datetime) -> None:
+        problems = future_date_problems(claim, now, self.ctx.claim_clock_skew_seconds)
+        if problems:
+            raise ClaimRejected(problems)
 
     def _basis(self, hospital_id: int, claim_in: ServiceClaimIn, computed: Computed,
                figures: YearFigures, expires_at: int) -> quotes.QuoteBasis:
@@ -323,11 +418,13 @@ class SettlementService:
         claim_in = request.claim
         # Categories come from the roster on the settlement date, never from the hospital.
         claim = claim_in.build(claim_in.patient, opened.categories)
+        refuse_contradicting_roster(claim, opened.person)
+        now = self.ctx.clock()
+        self._refuse_future_dates(claim, now)
         resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
         year = claim.insurance_year
         assert year == plan.locked.insurance_year, "the year locked is the claim's insurance year"
         computed = settle(claim, resolved.tariff, accumulators_from(opened.figures, year))
-        now = self.ctx.clock()
         if request.quote_id is not None:
             quoted = quotes.verify(request.quote_id, self.ctx.secret)
             quotes.compare(quoted, self._basis(plan.hospital_id, claim_in, computed, opened.figures,
@@ -458,23 +555,24 @@ class SettlementService:
                                     admissions=-original.admissions, reason=reason, created_at=now)
                 repo.add(reversal)
                 repo.flush()
-                movements: dict[str, tuple[int, int, int]] = {}
-                entries = []
-                for entry in repo.ledger_of(original.id):
+                undone = reversal_entries(repo.ledger_of(original.id))
+                movements = {fund: movement for fund, (_, movement) in undone.movements.items()}
+                for fund, (first_entry_id, (paid, deductible, cumulative)) in undone.movements.items():
                     repo.add(LedgerEntry(settlement_id=original.id, reversal_id=reversal.id,
-                                         reverses_entry_id=entry.id, hospital_id=hospital_id,
-                                         id_number=entry.id_number, insurance_year=entry.insurance_year,
-                                         fund=entry.fund, paid_fen=-entry.paid_fen,
-                                         deductible_fen=-entry.deductible_fen, cumulative_fen=-entry.cumulative_fen,
-                                         created_at=now))
-                    movements[entry.fund] = (-entry.paid_fen, -entry.deductible_fen, -entry.cumulative_fen)
-                    entries.append({"fund": entry.fund, "paid": fmt(from_fen(-entry.paid_fen))})
+                                         reverses_entry_id=first_entry_id, hospital_id=hospital_id,
+                                         id_number=original.id_number, insurance_year=original.insurance_year,
+                                         fund=fund, paid_fen=paid, deductible_fen=deductible,
+                                         cumulative_fen=cumulative, created_at=now))
                 repo.move_year(original.id_number, original.insurance_year, -original.admissions, movements)
+                # The patient's share as corrected: each correction moved money between a fund and the patient.
+                patient_fen = -(original.patient_fen - undone.corrected_fen)
                 text = dumps({
                     "reversal_id": reversal.public_id, "settlement_id": original.public_id,
                     "transaction_id": key, "status": "reversed", "recorded_at": now.isoformat(),
-                    "entries": entries, "patient_pays": fmt(from_fen(-original.patient_fen)),
-                    "total": fmt(from_fen(-original.total_fen)),
+                    "entries": [{"fund": fund, "paid": fmt(from_fen(movement[0]))}
+                                for fund, (_, movement) in undone.movements.items()],
+                    "patient_pays": fmt(from_fen(patient_fen)), "total": fmt(from_fen(-original.total_fen)),
+                    "corrections": self._correction_ids(repo, original.id, undone.corrections),
                 })
                 repo.add(IdempotencyRecord(hospital_id=hospital_id, key=key, operation="reverse",
                                            request_hash=request_hash, status_code=201, response=text,
@@ -485,6 +583,14 @@ class SettlementService:
                 return Reply(201, text)
 
         return self._idempotent(attempt, hospital_id, key, "reverse", request_hash)
+
+    @staticmethod
+    def _correction_ids(repo: Repository, settlement_id: int, ids: list[int]) -> list[str]:
+        """The public ids of some of a settlement's corrections (read only when there are any)."""
+        if not ids:
+            return []
+        public = {correction.id: correction.public_id for correction in repo.corrections_of(settlement_id)}
+        return [public[correction_id] for correction_id in ids]
 
     def cancel(self, caller: Caller, request: CancelRequest) -> Reply:
         """Reverse whatever a call the caller never heard back from did (the national 2601), by its key.
@@ -545,10 +651,11 @@ class SettlementService:
                 raise ServiceError(ServiceCode.NOT_FOUND, f"no settlement {settlement_id}")
             reversal = tx.repo.reversal_of(row.id)
             body: dict[str, Any] = json.loads(row.result)
+            entries = tx.repo.entries_of(row.id)
+            corrections = tx.repo.corrections_of(row.id) if any(e.correction_id for e in entries) else ()
             if reversal is not None:
                 body["status"] = "reversed"
-                body["reversal"] = {"reversal_id": reversal.public_id, "transaction_id": reversal.transaction_id,
-                                    "recorded_at": reversal.created_at.isoformat(), "reason": reversal.reason}
+            body.update(ledger_view(row, entries, corrections, reversal))
             return body
 
     def list(self, caller: Caller, start: date, end: date, cursor: int | None, limit: int,

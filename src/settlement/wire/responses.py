@@ -66,15 +66,43 @@ class SettlementOut(ResultOut):
     visit_id: str
 
 
+class CorrectionOut(Out):
+    """A correction moves money between a fund and the patient's share: amount + patient_pays = total = 0."""
+
+    correction_id: str
+    fund: str
+    amount: Money
+    patient_pays: Money
+    total: Money
+    recorded_at: str
+
+
+class NetOut(Out):
+    total: Money
+    paid: dict[str, Money] = Field(description="per fund, summed from the ledger")
+    patient_pays: Money
+
+
+class SettlementReadOut(SettlementOut):
+    """A settlement as read: its reply, its corrections, its reversal (with its entries) and what it amounts to
+    now (`net`, after corrections and reversal): each balances to the fen."""
+
+    corrections: list[CorrectionOut]
+    net: NetOut
+    reversal: dict[str, Any] | None = None
+
+
 class ReversalOut(Out):
     reversal_id: str
     settlement_id: str
     transaction_id: str
     status: str
     recorded_at: str
-    entries: list[dict[str, str]]
+    entries: list[dict[str, str]] = Field(description="per fund: the settlement's entries and its corrections, "
+                                                      "reversed")
     total: Money
     patient_pays: Money
+    corrections: list[str] = Field(default_factory=list, description="the corrections reversed with it")
 
 
 class SettlementSummary(Out):
