@@ -148,8 +148,7 @@ READ = """
 SELECT (SELECT generation FROM tariff_schedule WHERE id = 1),
        funds.names, funds.paid, funds.deductible, funds.cumulative,
        ARRAY(SELECT category.category FROM person_categories AS category
-             JOIN persons AS person ON person.id = category.person_id
-             WHERE person.id_number = %(id_number)s AND category.valid_from <= %(day)s
+             WHERE category.person_id = person.id AND category.valid_from <= %(day)s
                AND (category.valid_to IS NULL OR category.valid_to >= %(day)s)
              ORDER BY category.category),
        person.scheme, person.region,
@@ -158,7 +157,7 @@ FROM (SELECT array_agg(fund ORDER BY fund) AS names, array_agg(paid_fen ORDER BY
              array_agg(deductible_fen ORDER BY fund) AS deductible,
              array_agg(cumulative_fen ORDER BY fund) AS cumulative
       FROM fund_years WHERE id_number = %(id_number)s AND year = %(year)s) AS funds
-LEFT JOIN LATERAL (SELECT scheme, region FROM persons WHERE id_number = %(id_number)s) AS person ON true
+LEFT JOIN LATERAL (SELECT id, scheme, region FROM persons WHERE id_number = %(id_number)s) AS person ON true
 LEFT JOIN LATERAL (
     SELECT record.key, record.request_hash, record.status_code,
            CASE WHEN record.response = '' THEN settlement.result ELSE record.response END AS response,
