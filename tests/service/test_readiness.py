@@ -65,6 +65,11 @@ def test_calls_while_the_database_is_gone_are_503_not_500(without_database: Live
     (psycopg.errors.DeadlockDetected("deadlock"), "DATABASE_BUSY"),
     (sqlite3.OperationalError("database is locked"), "DATABASE_BUSY"),
     (psycopg.OperationalError("connection refused"), "DATABASE_UNAVAILABLE"),  # no answer: no SQLSTATE
+    # A terminated or shut-down backend may say so (FATAL 57P01/57P02) before its socket closes: still gone.
+    (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), "DATABASE_UNAVAILABLE"),
+    (psycopg.errors.CrashShutdown("terminating connection because of crash"), "DATABASE_UNAVAILABLE"),
+    (psycopg.errors.ConnectionFailure("connection failure"), "DATABASE_UNAVAILABLE"),  # class 08
+    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), "DATABASE_BUSY"),
 ])
 def test_a_database_error_is_busy_when_the_server_answered_it(original: Exception, code: str) -> None:
     error = OperationalError("SELECT 1", {}, original)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from settlement.domain.errors import Problem
 
 log = logging.getLogger("settlement.database")
+DISCONNECTED = frozenset({"57P01", "57P02", "57P03", "57P04"})  # admin or crash shutdown, cannot connect now
 
 
 class ServiceCode(StrEnum):
@@ -77,7 +78,11 @@ def database_problem(error: Exception) -> ServiceError:
     timeout, a deadlock, SQLite's "database is locked") or a full pool is DATABASE_BUSY; no answer at all (the
     connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After; only the type is logged."""
     original = getattr(error, "orig", None)
-    answered = getattr(original, "sqlstate", None) is not None or isinstance(original, sqlite3.Error)
+    sqlstate = getattr(original, "sqlstate", None)
+    # A connection ended by the server (terminated, shut down, crashed: 57P01-57P04, or class 08) may bring its
+    # FATAL message before the socket closes, or not: either way the server is gone, not busy.
+    gone = sqlstate is not None and (sqlstate.startswith("08") or sqlstate in DISCONNECTED)
+    answered = (sqlstate is not None and not gone) or isinstance(original, sqlite3.Error)
     if isinstance(error, PoolTimeoutError) or answered:
         log.warning("the database is busy (%s)", type(original or error).__name__)
         return ServiceError(ServiceCode.DATABASE_BUSY, "the database is busy; retry with the same key")
