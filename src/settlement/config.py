@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # rows kept this many days (`settlement soap purge-exchanges`, nightly in the scheduler; at least 30).
     soap_log_max_chars: int = 64 * 1024
     soap_exchange_retention_days: int = 180
+    # The address the WSDLs give (e.g. https://settlement.example.gov.cn; empty: http://HOST:PORT), and the host
+    # names whose Host header a WSDL may follow instead (comma-separated; `name` any port, `name:port` one).
+    public_url: str = ""
+    allowed_hosts: str = ""
     # Encrypts hospitals' WS-Security passwords (a Fernet key). When empty, one is generated on first start and
     # kept in data_dir/credentials.key; keep that file (or this setting) apart from database backups.
     credentials_key: str = ""

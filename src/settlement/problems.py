@@ -16,6 +16,8 @@ STATUS: dict[str, int] = {
     ServiceCode.FORBIDDEN: 403,
     ServiceCode.NOT_FOUND: 404,
     ServiceCode.REQUEST_MALFORMED: 422,
+    ServiceCode.REQUEST_UNREADABLE: 400,
+    ServiceCode.METHOD_NOT_ALLOWED: 405,
     ServiceCode.BODY_TOO_LARGE: 413,
     ServiceCode.HOSPITAL_MISMATCH: 422,
     ServiceCode.IDEMPOTENCY_KEY_REUSED: 409,
@@ -67,7 +69,8 @@ STATUS: dict[str, int] = {
 
 TITLES: dict[int, str] = {
     400: "Bad request", 413: "Body too large", 415: "Unsupported encoding",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 422: "Unprocessable request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+    422: "Unprocessable request",
     500: "Internal error", 503: "Busy, retry with the same key",
 }
 

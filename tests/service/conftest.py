@@ -118,7 +118,9 @@ class Service:
 def settings_for(url: str, tmp: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {"database_url": url, "tariffs_dir": TARIFFS, "secret_key": TEST_SECRET_KEY,
                               "data_dir": tmp, "demo": False, "inbox_dir": tmp / "inbox",
-                              "reports_dir": tmp / "reports", **overrides}
+                              "reports_dir": tmp / "reports",
+                              # Servers in tests listen on a free loopback port: their WSDLs follow it.
+                              "allowed_hosts": "127.0.0.1", **overrides}
     return Settings(**fields)
 
 

@@ -82,9 +82,8 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_refused_recording_noth
         # Every JSON route has the limit, quote and eligibility too.
         assert_problem(client.post("/v1/quotes", content=b" " * (LIMIT + 1)), 413, "BODY_TOO_LARGE")
         assert_problem(client.post("/v1/eligibility", content=b" " * (LIMIT + 1)), 413, "BODY_TOO_LARGE")
-        # Other HTTP errors keep FastAPI's own answers.
-        unknown = client.get("/v1/nowhere")
-        assert unknown.status_code == 404 and unknown.json() == {"detail": "Not Found"}
+        # Other HTTP errors are problems with codes of their own (tests/service/test_http_problems.py).
+        assert_problem(client.get("/v1/nowhere"), 404, "NOT_FOUND")
         documented = client.get("/openapi.json").json()["paths"]["/v1/settlements"]["post"]["responses"]
         assert "413" in documented
 

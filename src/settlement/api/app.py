@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, UploadFile
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
@@ -29,6 +28,7 @@ from settlement.db.bookkeeping import async_bookkeeping_for
 from settlement.db.settling import async_settling_for
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.errors import SettlementError
+from settlement.domain.text import CODE_MAX, NOTE_MAX
 from settlement.insurers.config import PayersError, load_payers
 from settlement.problems import problem_body
 from settlement.services import tariffs
@@ -42,6 +42,7 @@ from settlement.services.roster import import_roster
 from settlement.services.settlements import Reply, SettlementService
 from settlement.soap.endpoint import add_soap_routes
 from settlement.soap.gateway import AsyncIo
+from settlement.wire.fields import IsoDate, Text
 from settlement.wire.requests import (
     CancelRequest,
     PeriodRequest,
@@ -75,6 +76,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
                                   "auto_configure": False}
 VersionId = Annotated[int, Path(ge=1, le=tariffs.MAX_VERSION_ID)]
+# Every string and date a route takes outside its body, with the wire models' rules (settlement.wire.fields).
+SettlementId = Annotated[str, Text(64, min_length=1)]
+Code = Annotated[str, Text(CODE_MAX, min_length=1)]
+Word = Annotated[str, Text(32)]  # a choice among a few names (kind, status)
+Extension = Annotated[str, Text(8)]
+Note = Annotated[str, Text(NOTE_MAX, multiline=True)]
 # An upload's body is its file plus the multipart framing (boundaries, part headers, a form field or two).
 MULTIPART_ROOM = 64 * 1024
 ROSTER_BODY_BYTES = ROSTER_FILE_BYTES + MULTIPART_ROOM
@@ -118,10 +125,22 @@ AUTH_PARAMETERS = [{"in": "header", "name": name, "required": False,
                    for name, title in (("authorization", "Authorization"), ("x-api-key", "X-Api-Key"))]
 
 
-def problem_response(error: SettlementError | ServiceError) -> JSONResponse:
+def problem_response(error: SettlementError | ServiceError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     status, body = problem_body(error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    if status == 503:
+        headers = {**(headers or {}), "Retry-After": "1"}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def framework_problem(error: HTTPException) -> ServiceError:
+    """Starlette's and FastAPI's own refusals (an unknown route, a method the route does not take, a body the
+    framework cannot parse) as the service's errors, with a stable code like every other."""
+    if error.status_code == 404:
+        return ServiceError(ServiceCode.NOT_FOUND, "no route answers this path")
+    if error.status_code == 405:
+        return ServiceError(ServiceCode.METHOD_NOT_ALLOWED, "the route does not take this method (see Allow)")
+    # A 400: the framework's own words (fixed texts such as "Missing boundary in multipart.", never the body's).
+    return ServiceError(ServiceCode.REQUEST_UNREADABLE, f"the request cannot be read: {error.detail}")
 
 
 def create_app(application: Application) -> FastAPI:
@@ -187,13 +206,14 @@ def create_app(application: Application) -> FastAPI:
     async def _http_error(request: Request, error: HTTPException) -> Response:
         if isinstance(error, limits.BodyTooLarge):  # as problem+json with its stable code; nothing kept
             return problem_response(limits.too_large(error.limit))
-        return await http_exception_handler(request, error)  # FastAPI's own (an unknown route's 404, a 405)
+        return problem_response(framework_problem(error), error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, error: RequestValidationError) -> JSONResponse:
         # The values are not echoed: they may be ID numbers or names.
         problems = [{"code": ServiceCode.REQUEST_MALFORMED.value,
-                     "path": ".".join(str(part) for part in item.get("loc", ()) if part != "body"),
+                     "path": "" if item.get("type") == "json_invalid"  # the location is a character offset
+                     else ".".join(str(part) for part in item.get("loc", ()) if part != "body"),
                      "message": str(item.get("msg", "")).removeprefix("Value error, ")} for item in error.errors()]
         body = {"type": f"urn:settlement:error:{ServiceCode.REQUEST_MALFORMED}", "title": "Unprocessable request",
                 "status": 422, "code": ServiceCode.REQUEST_MALFORMED.value,
@@ -252,18 +272,18 @@ def create_app(application: Application) -> FastAPI:
 
     @app.get("/v1/settlements/{settlement_id}", tags=["cashier"], response_model=SettlementReadOut,
              responses=ERRORS)
-    def get_settlement(settlement_id: str, who: Auth) -> dict[str, Any]:
+    def get_settlement(settlement_id: SettlementId, who: Auth) -> dict[str, Any]:
         """One settlement with its trace. Another hospital's settlement is not found."""
         return service.get(who, settlement_id)
 
     @app.get("/v1/settlements", tags=["cashier"], response_model=SettlementPage, responses=ERRORS)
     def list_settlements(
         who: Auth,
-        start: Annotated[date, Query(alias="from", description="first day (Asia/Shanghai), inclusive")],
-        end: Annotated[date, Query(alias="to", description="last day (Asia/Shanghai), inclusive")],
+        start: Annotated[IsoDate, Query(alias="from", description="first day (Asia/Shanghai), inclusive")],
+        end: Annotated[IsoDate, Query(alias="to", description="last day (Asia/Shanghai), inclusive")],
         cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        hospital: Annotated[str | None, Query(max_length=32, description="finance and admin only")] = None,
+        hospital: Annotated[Code | None, Query(description="finance and admin only")] = None,
     ) -> dict[str, Any]:
         """The calling hospital's settlements recorded in a date range, oldest first, paged."""
         if end < start:
@@ -272,7 +292,7 @@ def create_app(application: Application) -> FastAPI:
 
     @app.post("/v1/settlements/{settlement_id}/reversal", tags=["cashier"], status_code=201,
               response_model=ReversalOut, responses=ERRORS)
-    def reverse(settlement_id: str, request: ReverseRequest, who: Auth) -> Response:
+    def reverse(settlement_id: SettlementId, request: ReverseRequest, who: Auth) -> Response:
         """Reverse a settlement in full: negative linked entries; year-to-date figures restored. Once only."""
         return replied(service.reverse(who, settlement_id, request))
 
@@ -298,12 +318,12 @@ def create_app(application: Application) -> FastAPI:
     @app.get("/v1/finance/discrepancies", tags=["finance"], responses=ERRORS)
     def discrepancies(
         who: Auth,
-        payer: Annotated[str | None, Query(max_length=32)] = None,
-        hospital: Annotated[str | None, Query(max_length=32)] = None,
-        kind: Annotated[str | None, Query(description="payer_only | engine_only | amount_differs")] = None,
-        status: Annotated[str, Query(description="open | resolved | cleared | all")] = "open",
+        payer: Annotated[Code | None, Query()] = None,
+        hospital: Annotated[Code | None, Query()] = None,
+        kind: Annotated[Word | None, Query(description="payer_only | engine_only | amount_differs")] = None,
+        status: Annotated[Word, Query(description="open | resolved | cleared | all")] = "open",
         older_than_days: Annotated[int | None, Query(ge=0, le=3650)] = None,
-        business_date: Annotated[date | None, Query()] = None,
+        business_date: Annotated[IsoDate | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     ) -> dict[str, Any]:
@@ -325,13 +345,13 @@ def create_app(application: Application) -> FastAPI:
         return reconciler().run(request.payer, request.business_date).as_dict()
 
     @app.get("/v1/finance/reconciliations/{payer}/{business_date}", tags=["finance"], responses=ERRORS)
-    def reconciliation(payer: str, business_date: date, who: Auth) -> dict[str, Any]:
+    def reconciliation(payer: Code, business_date: IsoDate, who: Auth) -> dict[str, Any]:
         finance_staff(who)
         return reconciler().result(payer, business_date).as_dict()
 
     @app.get("/v1/finance/reconciliations/{payer}/{business_date}/report.{extension}", tags=["finance"],
              responses=ERRORS)
-    def reconciliation_report(payer: str, business_date: date, extension: str, who: Auth) -> Response:
+    def reconciliation_report(payer: Code, business_date: IsoDate, extension: Extension, who: Auth) -> Response:
         """The run's report: `report.xlsx` (totals and discrepancies sheets) or `report.csv` (discrepancies)."""
         finance_staff(who)
         if extension not in ("xlsx", "csv"):
@@ -347,7 +367,7 @@ def create_app(application: Application) -> FastAPI:
         return run_clearing(context, month, application.settings.reports_dir, finance_staff(who).actor)
 
     @app.get("/v1/finance/clearing/{month}/statement.{extension}", tags=["finance"], responses=ERRORS)
-    def clearing_file(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], extension: str,
+    def clearing_file(month: Annotated[str, Path(pattern=r"^[0-9]{4}-[0-9]{2}$")], extension: Extension,
                       who: Auth) -> Response:
         actor = finance_staff(who).actor
         if extension not in ("xlsx", "csv"):
@@ -376,7 +396,7 @@ def create_app(application: Application) -> FastAPI:
         return tariffs.list_versions(context, region, actor=administrator(who))
 
     @app.post("/v1/admin/tariffs", tags=["admin"], status_code=201, responses=ERRORS)
-    def upload_tariff(file: UploadFile, who: Auth, note: Annotated[str | None, Query(max_length=2000)] = None
+    def upload_tariff(file: UploadFile, who: Auth, note: Annotated[Note | None, Query()] = None
                       ) -> dict[str, Any]:
         """Record a version document (YAML or JSON, catalogue inline) as a draft; answers its diff against the
         version it would replace."""
@@ -388,9 +408,9 @@ def create_app(application: Application) -> FastAPI:
     @app.post("/v1/admin/tariffs/catalogue", tags=["admin"], status_code=201, responses=ERRORS)
     def upload_catalogue(
         file: UploadFile, who: Auth, region: Annotated[str, Query(pattern=r"^[0-9]{6}$")],
-        effective: Annotated[date | None, Query(description="default: the latest date in the file")] = None,
+        effective: Annotated[IsoDate | None, Query(description="default: the latest date in the file")] = None,
         version: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None,
-        note: Annotated[str | None, Query(max_length=2000)] = None,
+        note: Annotated[Note | None, Query()] = None,
     ) -> dict[str, Any]:
         """A catalogue CSV (code, name, class, share, share_by_category, price_cap, effective_from...) as a draft
         of the region's version in force on its date with the catalogue replaced; answers the diff: items

@@ -168,11 +168,17 @@ def serve(
 
     from settlement.bootstrap import prepare
     from settlement.config import Settings
+    from settlement.soap.address import AddressError, PublicAddress
 
     if demo:
         os.environ["SETTLEMENT_DEMO"] = "true"
     settings = Settings()
     _refuse_missing_data()
+    try:  # checked here too, so that a bad address stops the command rather than each worker
+        PublicAddress.configured(settings.public_url, settings.allowed_hosts, settings.host, settings.port)
+    except AddressError as error:
+        errors.print(f"[bold red]SETTINGS_INVALID[/]: {escape(str(error))}", highlight=False)
+        raise typer.Exit(EXIT_TARIFF) from None
     application = _application()
     try:
         for line in prepare(application):

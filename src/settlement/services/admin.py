@@ -17,9 +17,11 @@ from settlement.db.models import Hospital, Principal
 from settlement.db.repositories import Repository
 from settlement.domain.claim import HospitalLevel
 from settlement.domain.privacy import mask_id_numbers
+from settlement.domain.text import CODE_MAX, NAME_MAX
 from settlement.services.auth import add_principal
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.text import checked
 
 STAFF_KINDS = ("finance", "admin")
 SYSTEM_ACTOR = "system"  # the operator at the server's shell, before any administrator exists
@@ -27,6 +29,8 @@ SYSTEM_ACTOR = "system"  # the operator at the server's shell, before any admini
 
 def add_hospital(context: Context, code: str, name: str, level: str, region: str, actor: str) -> str:
     """Register a hospital and return its first API key (shown once)."""
+    checked(code, "the hospital code", CODE_MAX)
+    checked(name, "the hospital name", NAME_MAX)
     if level not in set(HospitalLevel):
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"level must be one of {sorted(HospitalLevel)}")
     if not (len(region) == 6 and region.isascii() and region.isdigit()):  # str.isdigit takes any script's
@@ -71,6 +75,7 @@ def add_staff(context: Context, kind: str, name: str, actor: str) -> str:
     is PRINCIPAL_EXISTS (rotate the first instead)."""
     _staff_kind(kind)
     name = mask_id_numbers(_name(name))
+    checked(name, "the key holder's name", NAME_MAX)
     now = context.clock()
     with context.uow() as tx:
         key = add_principal(tx.repo, kind, name, None, now)

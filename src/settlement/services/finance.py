@@ -21,11 +21,13 @@ from settlement.db.models import Timestamp
 from settlement.domain.claim import SHANGHAI
 from settlement.domain.money import fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_numbers
+from settlement.domain.text import NOTE_MAX
 from settlement.files import private_dir, write_private
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.reconciliation import KIND_CODES
+from settlement.services.text import checked
 
 ACTIONS = ("accept_payer", "correct", "reverse", "write_off")
 _IDS_ALPHABET = "0123456789ABCDEF"
@@ -106,6 +108,7 @@ def resolve(context: Context, caller: Caller, discrepancy_id: int, action: str, 
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"action is one of {', '.join(ACTIONS)}")
     if not note.strip():
         raise ServiceError(ServiceCode.REQUEST_MALFORMED, "a resolution needs a note saying why")
+    checked(note, "the note", NOTE_MAX, multiline=True)  # the command line's note has no wire model to bound it
     if action == "reverse":
         # The reversal first, under a key of the discrepancy's own (a retry reverses once); the discrepancy is
         # resolved below only once the reversal exists.

@@ -23,9 +23,11 @@ from settlement.db.repositories import Repository
 from settlement.domain.claim import Scheme
 from settlement.domain.idcard import id_number_problem
 from settlement.domain.privacy import mask_id_number, mask_id_numbers
+from settlement.domain.text import FILENAME_MAX, PERSON_NAME_MAX, text_problem
 from settlement.services.auth import Caller
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.text import CsvUnreadable, checked, csv_rows
 from settlement.tariffstore.store import TariffStore
 
 COLUMNS = ("id_number", "name", "scheme", "region", "category", "valid_from", "valid_to")
@@ -72,6 +74,7 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
         raise ServiceError(ServiceCode.FORBIDDEN, "importing the roster needs an administrator's key")
     if len(data) > MAX_BYTES:
         raise ServiceError(ServiceCode.ROSTER_INVALID, f"the file is over {MAX_BYTES // (1024 * 1024)} MiB")
+    checked(filename, "the file's name", FILENAME_MAX)
     report = RosterReport(filename, hashlib.sha256(data).hexdigest())
     reader = csv.DictReader(io.StringIO(decode(data)))
     if tuple(reader.fieldnames or ()) != COLUMNS:
@@ -81,7 +84,10 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
         repo = tx.repo
         repo.lock_roster()
         categories = known_categories(context.tariffs.current(repo))
-        rows = list(_accepted_rows(reader, categories, report))
+        try:
+            rows = list(_accepted_rows(reader, categories, report))
+        except CsvUnreadable as error:
+            raise ServiceError(ServiceCode.ROSTER_INVALID, str(error)) from None
         final = _final_values(rows)
         for start in range(0, len(rows), CHUNK_ROWS):
             _import_chunk(repo, rows[start:start + CHUNK_ROWS], final, report)
@@ -113,7 +119,7 @@ class RosterRow(NamedTuple):
 
 def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: RosterReport) -> Iterator[RosterRow]:
     """The file's valid rows, in order; the others are reported (line, masked person, reason)."""
-    for row in reader:
+    for row in csv_rows(reader):
         reason = _row_problem(row, categories)
         report.rows += 1
         id_number = (row.get("id_number") or "").strip()
@@ -211,6 +217,8 @@ def _row_problem(row: dict[str, str | None], categories: set[str]) -> str | None
         return f"id_number: {problem}"
     if not values["name"]:
         return "name is empty"
+    if (problem := text_problem(values["name"], PERSON_NAME_MAX)) is not None:
+        return f"name {problem}"
     if values["scheme"] not in set(Scheme):
         return f"scheme must be one of {sorted(Scheme)}"
     if not (len(values["region"]) == 6 and values["region"].isascii() and values["region"].isdigit()):

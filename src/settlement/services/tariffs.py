@@ -33,10 +33,12 @@ from settlement.domain.money import ZERO, fmt, from_fen, to_fen
 from settlement.domain.privacy import mask_id_number, mask_id_numbers
 from settlement.domain.settle import Settlement as Computed
 from settlement.domain.settle import settle
+from settlement.domain.text import NOTE_MAX, PATH_MAX
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.settlements import movements_of
 from settlement.services.tariff_schedule import version_of
+from settlement.services.text import CsvUnreadable, checked, csv_rows
 from settlement.tariffstore.schema import CatalogueItem, TariffDocument
 from settlement.tariffstore.store import (
     ResolvedTariff,
@@ -252,6 +254,9 @@ def _record_draft(context: Context, version: VersionFile, origin: str, actor: st
     # What an administrator typed (the note, a file's name) is kept with its ID numbers masked.
     origin, note = mask_id_numbers(origin), None if note is None else mask_id_numbers(note)
     now = context.clock()
+    if note is not None:
+        checked(note, "the note", NOTE_MAX, multiline=True)
+    checked(origin, "the file's name", PATH_MAX)  # a path or an upload's name; kept to its first 256 characters
     row = version_row(version, now, status="draft", origin=origin[:256], based_on_id=based_on, created_by=actor,
                       note=note)
     with context.uow() as tx:
@@ -348,7 +353,8 @@ def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]
     items: list[dict[str, Any]] = []
     dates: list[tuple[int, date]] = []
     seen: set[str] = set()
-    for row in reader:
+    unreadable: list[CsvUnreadable] = []
+    for row in csv_rows(reader, unreadable):
         where = f"{origin}: line {reader.line_num}"
         if None in row or any(value is None for value in row.values()):
             problems.append(Problem(ErrorCode.TARIFF_INVALID, where, f"expected {len(header)} columns"))
@@ -375,6 +381,8 @@ def read_catalogue_upload(data: bytes, origin: str) -> tuple[list[dict[str, Any]
             continue
         seen.add(item["code"])
         items.append(item | {"_line": reader.line_num})
+    problems.extend(Problem(ErrorCode.TARIFF_INVALID, f"{origin}: line {error.line}", str(error))
+                    for error in unreadable)
     if not items and not problems:
         problems.append(Problem(ErrorCode.TARIFF_INVALID, origin, "the catalogue lists no items"))
     return items, dates, problems
@@ -608,6 +616,7 @@ def withdraw(context: Context, reference: str, actor: str, reason: str) -> dict[
         repo = tx.repo
         if not reason.strip():
             raise ServiceError(ServiceCode.REQUEST_MALFORMED, "say why the version is withdrawn")
+        checked(reason, "the reason", NOTE_MAX, multiline=True)
         reason = mask_id_numbers(reason)
         row = find_version(repo, reference, for_update=True)
         if row.status == "withdrawn":

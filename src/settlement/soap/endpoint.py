@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from settlement.bootstrap import Application
+from settlement.problems import problem_body
 from settlement.services.auth import CredentialsWatch, credentials_watch
-from settlement.services.errors import ServiceCode
+from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.soap_access import SoapPrincipals
+from settlement.soap.address import PublicAddress
 from settlement.soap.gateway import Answer, AsyncIo, Gateway, fault
 from settlement.soap.xmlsafe import Limits, XmlRejected
 
@@ -25,6 +28,9 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
     settings = application.settings
     limits = Limits(settings.soap_max_body_bytes, settings.soap_max_depth)
     watch = watch or credentials_watch(application.context)
+    # Read by each WSDL request from the app's state, where a test may put the naive variant.
+    app.state.soap_address = PublicAddress.configured(settings.public_url, settings.allowed_hosts, settings.host,
+                                                      settings.port)
     gateway = Gateway(application.context, application.dialects,
                       SoapPrincipals(application.context, application.cipher, watch), limits,
                       timedelta(seconds=settings.wsse_window_seconds), settings.soap_log_max_chars)
@@ -61,11 +67,16 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
         return Response(answer.body, status_code=answer.status, media_type=None,
                         headers={"Content-Type": answer.content_type})
 
+    def not_found(detail: str) -> Response:
+        status, body = problem_body(ServiceError(ServiceCode.NOT_FOUND, detail))
+        return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
     def wsdl(request: Request, name: str) -> Response:
         dialect = application.dialects.get(name)
         if dialect is None:
-            return Response(f"no dialect {name[:40]}\n", status_code=404, media_type="text/plain")
-        base = str(request.base_url).rstrip("/")
+            return not_found("no such dialect")
+        public: PublicAddress = request.app.state.soap_address
+        base = public.base(request.headers.get("host"), request.url.scheme)
         address = f"{base}/soap" if name == DEFAULT_DIALECT else f"{base}/soap/{name}"
         return Response(dialect.wsdl(address, f"{base}/soap/{name}/files"), media_type="text/xml; charset=utf-8")
 
@@ -83,7 +94,7 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
         dialect = application.dialects.get(name)
         data = dialect.served_file(file) if dialect is not None else None
         if data is None:
-            return Response("not found\n", status_code=404, media_type="text/plain")
+            return not_found("no such dialect or file")
         return Response(data, media_type="text/xml; charset=utf-8")
 
     @app.post("/soap", tags=["soap"], include_in_schema=False)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from lxml import etree
 from pydantic import BaseModel, ValidationError
@@ -54,6 +54,7 @@ from settlement.services.soap_access import (
 from settlement.soap import canonical, wsse
 from settlement.soap.dialects import Dialect, Registry
 from settlement.soap.xmlsafe import Limits, XmlRejected, inflate, parse_body, parse_text
+from settlement.wire.fields import Text
 from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
 from settlement.wire.responses import EligibilityRequest
 
@@ -72,12 +73,15 @@ _SECRET_ELEMENT = re.compile(r"(<(?:[\w-]+:)?(?:Password|Nonce)\b[^>]*>)[^<]*")
 _PASSWORD_ATTRIBUTE = re.compile(r"(\bpassword=(?:\"|&quot;))[^\"&]*")
 
 
+SettlementId = Annotated[str, Text(64, min_length=1)]
+
+
 class ReverseOne(ReverseRequest):
-    settlement_id: str
+    settlement_id: SettlementId
 
 
 class GetOne(BaseModel):
-    settlement_id: str
+    settlement_id: SettlementId
 
 
 @dataclass
@@ -525,9 +529,15 @@ def locate(registry: Registry, envelope: etree._Element,
     """(dialect, Header, body element) of an envelope: the dialect is the one that answers the body element."""
     header = envelope.find(f"{{{SOAP11}}}Header")
     body = envelope.find(f"{{{SOAP11}}}Body")
-    element = next((child for child in body if isinstance(child.tag, str)), None) if body is not None else None
-    if element is None:
+    # One Body holding one request (WS-I Basic Profile): a second one would be ignored, not answered.
+    elements = [child for child in body if isinstance(child.tag, str)] if body is not None else []
+    if not elements:
         raise XmlRejected(ServiceCode.SOAP_INVALID, "the SOAP Body holds no request element")
+    if len(elements) > 1 or len(envelope.findall(f"{{{SOAP11}}}Body")) > 1 \
+            or len(envelope.findall(f"{{{SOAP11}}}Header")) > 1:
+        raise XmlRejected(ServiceCode.SOAP_INVALID, "a SOAP envelope carries one Header at most and one Body "
+                                                    "holding exactly one request element")
+    element = elements[0]
     dialect = registry.for_element(element.tag)
     if dialect is None or (path_dialect is not None and dialect.name != path_dialect):
         raise XmlRejected(ServiceCode.DIALECT_UNKNOWN,

@@ -2,9 +2,14 @@
 
 The rules (reliability.md, "Bad input"):
 - the body's size is checked before parsing, and compressed bodies are inflated only up to the same limit;
-- the encoding is decided from the byte-order mark, the XML declaration and the HTTP charset, which must agree,
-  and the bytes are decoded strictly by Python's codecs (GBK is read as GB 18030, its superset, so that rare
-  characters such as 喆 and 堃 survive even from systems that send the extended code points);
+- the encoding is decided from the byte-order mark, the XML declaration and the HTTP charset, which must agree
+  (a byte-order mark contradicting the declaration is a fatal error in XML 1.0, 4.3.3), and the bytes are decoded
+  strictly by Python's codecs (GBK is read as GB 18030, its superset, so that rare characters such as 喆 and 堃
+  survive even from systems that send the extended code points);
+- only the encodings hospital systems write Chinese in are read: UTF-8, UTF-16, GB 2312/GBK/GB 18030 and
+  US-ASCII (ISO-8859-1 too while its bytes are ASCII, as SOAP stacks label ASCII so). XML 1.0 obliges a parser
+  to read UTF-8 and UTF-16 only and makes an encoding it will not process a fatal error; one in which ASCII
+  characters lose their values (UTF-7 may write "<" as "+ADw-") cannot declare itself at all (Appendix F);
 - a DOCTYPE of any kind, an entity declaration or an XInclude element is refused before the parser runs, and
   the parser itself is configured never to load a DTD, expand an entity or touch the network;
 - nesting deeper than the limit is refused while parsing, not after.
@@ -29,6 +34,7 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 DEFAULT_MAX_DEPTH = 48
 _DECLARATION = re.compile(rb"^<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']")
 _DECLARATION_TEXT = re.compile(r"^\s*<\?xml[^>]{0,200}?\?>")
+_DECLARED_TEXT = re.compile(r"^\s*<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([A-Za-z0-9._-]{1,40})[\"']")
 _FORBIDDEN = re.compile(r"<!DOCTYPE|<!ENTITY|<!ELEMENT|<!ATTLIST|http://www\.w3\.org/2001/XInclude", re.IGNORECASE)
 # The GB family names one encoding for our purposes: GB 18030 decodes GB 2312 and GBK text identically.
 _GB_FAMILY = {"gb2312", "gbk", "gb18030", "cp936", "euc-cn", "euc_cn", "x-gbk", "936", "ms936"}
@@ -36,6 +42,9 @@ _GB_FAMILY = {"gb2312", "gbk", "gb18030", "cp936", "euc-cn", "euc_cn", "x-gbk", 
 
 _NOT_DOCUMENT_ENCODINGS = frozenset({"undefined", "punycode", "idna", "raw-unicode-escape", "unicode-escape",
                                      "mbcs", "oem", "charmap"})
+_READ = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "gb18030", "ascii"})
+_LATIN = frozenset({"iso8859-1", "latin-1"})  # read while the bytes are ASCII
+ACCEPTED = "UTF-8, UTF-16, GBK (GB 2312, GB 18030) or US-ASCII"
 
 
 class XmlRejected(ServiceError):
@@ -87,6 +96,9 @@ def _codec(label: str, what: str) -> str:
     # only text encodings a document can be written in are accepted.
     if info is None or not getattr(info, "_is_text_encoding", True) or info.name in _NOT_DOCUMENT_ENCODINGS:
         raise XmlRejected(ServiceCode.ENCODING_UNSUPPORTED, f"unknown encoding {label[:40]!r} in the {what}")
+    if info.name not in _READ and info.name not in _LATIN:
+        raise XmlRejected(ServiceCode.ENCODING_UNSUPPORTED,
+                          f"the encoding {label[:40]!r} in the {what} is not accepted: {ACCEPTED}")
     return info.name
 
 
@@ -111,6 +123,12 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
     if bom_codec is None:
         match = _DECLARATION.match(data.lstrip()[:260])
         declared_label = match.group(1).decode("ascii") if match else None
+    else:  # the declaration, read in the encoding the byte-order mark (or the first bytes) gives, must name it
+        declared_text = _DECLARED_TEXT.match(data[:520].decode(bom_codec, "ignore").lstrip("\ufeff"))
+        if declared_text is not None and not _codec(declared_text.group(1), "XML declaration").startswith(
+                bom_codec[:6]):
+            raise XmlRejected(ServiceCode.ENCODING_MISMATCH,
+                              f"the body starts as {bom_codec} but its XML declaration says {declared_text.group(1)}")
     declared = _codec(declared_label, "XML declaration") if declared_label else None
     sent = _codec(charset, "Content-Type charset") if charset else None
     if bom_codec and sent and not sent.startswith(bom_codec[:6]):
@@ -133,6 +151,13 @@ def decode(data: bytes, charset: str | None) -> tuple[str, str]:
             hint = "; it looks like GBK: declare encoding=\"GBK\""
         raise XmlRejected(ServiceCode.ENCODING_INVALID,
                           f"the body is not valid {codec}{position}{hint}") from None
+    if codec in _LATIN and not data.isascii():
+        # Chinese cannot be written in ISO-8859-1: such bytes are GBK or UTF-8 mislabelled (every byte is a Latin-1
+        # character, so decoding them never fails), and the patient's name would be stored garbled.
+        read_as = "UTF-8" if _decodes(data, "utf-8") else "GBK" if _decodes(data, "gb18030") else None
+        raise XmlRejected(ServiceCode.ENCODING_MISMATCH,
+                          f"the body is labelled {declared_label or charset} but holds bytes beyond ASCII"
+                          + (f"; they read as {read_as}: declare encoding=\"{read_as}\"" if read_as else ""))
     if codec not in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "ascii") and _reads_as_utf8_chinese(data):
         # UTF-8 bytes labelled GBK would settle a patient under a garbled name. GBK text can be valid UTF-8 by
         # chance (郑伟 is D6A3 CEB0: two Latin-range characters), but then it does not read as Chinese.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
@@ -22,6 +21,8 @@ from settlement.domain.accumulators import Accumulators
 from settlement.domain.claim import Claim, Hospital, Line, Patient, Visit
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
 from settlement.domain.privacy import mask_id_numbers
+from settlement.domain.text import CODE_MAX, NAME_MAX, PERSON_NAME_MAX
+from settlement.wire.fields import IsoDate, IsoDateTime, Text
 
 
 class DecimalString:
@@ -46,7 +47,8 @@ class DecimalString:
 Amount = Annotated[str, DecimalString(r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$", "an amount (at most 2 decimals)")]
 Quantity = Annotated[str, DecimalString(r"^-?[0-9]{1,9}(\.[0-9]{1,4})?$", "a quantity (at most 4 decimals)")]
 UnitPrice = Annotated[str, DecimalString(r"^-?[0-9]{1,12}(\.[0-9]{1,4})?$", "a unit price (at most 4 decimals)")]
-ShortText = Annotated[str, Field(min_length=1, max_length=128)]
+ShortText = Annotated[str, Text(128, min_length=1)]
+Fund = Annotated[str, Text(CODE_MAX, min_length=1)]
 
 
 def _decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
@@ -59,33 +61,34 @@ class Wire(BaseModel):
 
 class HospitalIn(Wire):
     code: ShortText
-    level: str = Field(description="township | county | city | provincial")
-    name: str | None = None
+    level: Annotated[str, Text(16), Field(description="township | county | city | provincial")]
+    name: Annotated[str, Text(NAME_MAX)] | None = None
 
 
 class VisitIn(Wire):
     id: ShortText = Field(description="the hospital's visit (admission) number")
-    type: str = Field(description="inpatient | outpatient | chronic_outpatient")
-    admission_date: date
-    discharge_date: date
-    settled_at: datetime = Field(description="settlement time with its offset, e.g. 2024-03-12T10:15:00+08:00")
+    type: Annotated[str, Text(32), Field(description="inpatient | outpatient | chronic_outpatient")]
+    admission_date: IsoDate
+    discharge_date: IsoDate
+    settled_at: Annotated[IsoDateTime, Field(
+        description="settlement time with its offset, e.g. 2024-03-12T10:15:00+08:00")]
 
 
 class PatientBaseIn(Wire):
-    id_number: Annotated[str, Field(min_length=1, max_length=32)]
-    name: Annotated[str, Field(max_length=64)] = ""
-    scheme: str = Field(description="resident | employee")
+    id_number: Annotated[str, Text(32, min_length=1)]
+    name: Annotated[str, Text(PERSON_NAME_MAX)] = ""
+    scheme: Annotated[str, Text(16), Field(description="resident | employee")]
     region: Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
 class PatientIn(PatientBaseIn):
-    categories: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16)
+    categories: list[Annotated[str, Text(64)]] = Field(default_factory=list, max_length=16)
 
 
 class LineIn(Wire):
     id: ShortText
     code: ShortText
-    name: Annotated[str, Field(max_length=256)] = ""
+    name: Annotated[str, Text(256)] = ""
     quantity: Quantity
     unit_price: UnitPrice
     amount: Amount
@@ -94,9 +97,9 @@ class LineIn(Wire):
 class YearToDateIn(Wire):
     year: int
     admissions: int = 0
-    deductible_used: dict[str, Amount] = Field(default_factory=dict)
-    cumulative: dict[str, Amount] = Field(default_factory=dict)
-    paid: dict[str, Amount] = Field(default_factory=dict)
+    deductible_used: dict[Fund, Amount] = Field(default_factory=dict)
+    cumulative: dict[Fund, Amount] = Field(default_factory=dict)
+    paid: dict[Fund, Amount] = Field(default_factory=dict)
 
     def to_domain(self) -> Accumulators:
         return Accumulators(self.year, self.admissions, _decimals(self.deductible_used), _decimals(self.cumulative),

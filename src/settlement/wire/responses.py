@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from settlement.wire.fields import IsoDate, Text
 
 Money = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", examples=["1234.50"])]
 
@@ -123,8 +124,8 @@ class SettlementPage(Out):
 
 class EligibilityRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id_number: Annotated[str, Field(min_length=1, max_length=32)]
-    on: date | None = None
+    id_number: Annotated[str, Text(32, min_length=1)]
+    on: IsoDate | None = None
 
 
 class EligibilityOut(Out):
