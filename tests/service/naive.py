@@ -1,4 +1,6 @@
-"""Deliberately naive variants, kept so that the checks are shown to fail without the real thing.
+"""Deliberately naive variants, kept so that the checks are shown to fail without the real ones.
+
+A naive year lock, for the concurrency checks:
 
 `NAIVE_LOCK_YEAR` stands in for PostgresStatements.lock_year (the PostgreSQL settlement transaction's first
 statement) but takes no lock: it creates the person's year row if needed and reads it as a display would (read,
@@ -11,12 +13,16 @@ the real lock as its control.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 
+from settlement.api.app import Auth
 from settlement.db.models import Settlement
+from settlement.services.settlements import SettlementService
 
 # ON CONFLICT DO NOTHING takes no lock on an existing row; the schedule's lock is not taken either. A row another
 # transaction is creating is not in this statement's snapshot: it reads as 0 admissions, stale as a naive read is.
@@ -38,3 +44,30 @@ def settlement_dated_from_counting_reversals(repo: Any, version_ids: Sequence[in
             Settlement.tariff_version_id.in_(version_ids),
             Settlement.tariff_parent_version_id.in_(version_ids))).limit(1))
     return found
+
+
+class NaiveEligibilityRequest(BaseModel):
+    """The eligibility request as it was: any string (NUL included), and pydantic's lax date, which reads a number
+    as Unix time (`"on": 0` was 1970-01-01)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id_number: Annotated[str, Field(min_length=1, max_length=32)]
+    on: date | None = None
+
+
+def add_naive_eligibility(app: FastAPI) -> None:
+    """POST /naive/eligibility: the eligibility route taking NaiveEligibilityRequest (add before the OpenAPI
+    document is first read)."""
+    service = SettlementService(app.state.context)
+
+    @app.post("/naive/eligibility")
+    def naive_eligibility(request: NaiveEligibilityRequest, who: Auth) -> dict[str, Any]:
+        return service.eligibility(who, request.id_number, request.on or date(2024, 6, 15))
+
+
+class NaiveAddress:
+    """The WSDL's address as it was: whatever Host header the request carries (put in place of the app's
+    `state.soap_address`)."""
+
+    def base(self, host_header: str | None, scheme: str) -> str:
+        return f"{scheme}://{host_header}"

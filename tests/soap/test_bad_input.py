@@ -738,6 +738,9 @@ def _soap12(header: str) -> Call:
                  "</env:Body></env:Envelope>").encode(), "application/soap+xml; charset=utf-8")
 
 
+ELIGIBILITY = f'<EligibilityRequest xmlns="{NS}"><idNumber>{EXAMPLE_ID}</idNumber></EligibilityRequest>'
+
+
 def _body(element: str) -> Callable[[str], Call]:
     def make(header: str) -> Call:
         return Call((f'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="{SOAP11}">{header}'
@@ -794,6 +797,25 @@ ENCODING_CASES = [
     _sent("base64_charset", "ENCODING_UNSUPPORTED", SETTLE_TEXT.replace(" encoding='UTF-8'", "", 1), "utf-8",
           "text/xml; charset=base64"),
     _sent("undefined_declared", "ENCODING_UNSUPPORTED", _declared("undefined"), "utf-8", "text/xml"),
+    # XML 1.0, 4.3.3: a byte-order mark and a declaration that disagree are a fatal error.
+    _sent("utf8_bom_declared_gbk", "ENCODING_MISMATCH", "\ufeff" + _declared("GBK"), "utf-8", "text/xml"),
+    _sent("utf16_bom_declared_utf8", "ENCODING_MISMATCH", SETTLE_TEXT, "utf-16", "text/xml"),
+    _sent("utf16_bom_declared_gbk", "ENCODING_MISMATCH", _declared("GBK"), "utf-16", "text/xml"),
+    # GBK bytes labelled ISO-8859-1 decode without error (every byte is a Latin-1 character) into a garbled name.
+    _sent("gbk_bytes_declared_latin1", "ENCODING_MISMATCH", _declared("ISO-8859-1"), "gb18030", "text/xml"),
+    _sent("gbk_bytes_charset_latin1", "ENCODING_MISMATCH", _declared("ISO-8859-1"), "gb18030",
+          "text/xml; charset=ISO-8859-1"),
+    _sent("utf8_bytes_declared_latin1", "ENCODING_MISMATCH", _declared("latin1"), "utf-8", "text/xml"),
+    # UTF-7 ("<" may be written "+ADw-") and the other encodings no hospital system writes Chinese in.
+    _sent("utf7_declared", "ENCODING_UNSUPPORTED", _declared("UTF-7"), "utf-7", "text/xml"),
+    _sent("utf7_charset", "ENCODING_UNSUPPORTED", SETTLE_TEXT.replace(" encoding='UTF-8'", "", 1), "utf-7",
+          "text/xml; charset=utf-7"),
+    _sent("utf32_declared", "ENCODING_UNSUPPORTED", _declared("UTF-32"), "utf-32", "text/xml"),
+    _sent("big5_declared", "ENCODING_UNSUPPORTED", _eligibility_text("Big5").replace("喆", "哲"), "big5", "text/xml"),
+    # One Header at most, one Body, one request in it: a second would have been ignored, not answered.
+    Case("two_request_elements", "SOAP_INVALID", _body(ELIGIBILITY * 2)),
+    Case("two_bodies", "SOAP_INVALID", _body(f"{ELIGIBILITY}</soap:Body><soap:Body>{ELIGIBILITY}")),
+    Case("two_headers", "SOAP_INVALID", lambda header: _body(ELIGIBILITY)(header + header)),
 ]
 
 @pytest.mark.parametrize("case", ENCODING_CASES, ids=lambda case: case.name)
@@ -943,6 +965,9 @@ BILLS = [
     Bill("invalid_id_check_character", "CLAIM_INVALID_ID_NUMBER", (), invalid_id=True),
     Bill("schema_violation", "MESSAGE_INVALID",
          (("<ns0:quantity>12</ns0:quantity>", "<ns0:quantity>twelve</ns0:quantity>"),), echo="twelve"),
+    # Characters XML 1.0 takes but no name holds (DEL, a C1 control): refused by the rule every wire model shares.
+    Bill("delete_character_in_the_name", "REQUEST_MALFORMED", (("<ns0:name>王喆<", "<ns0:name>王&#127;喆<"),)),
+    Bill("c1_control_in_an_item_name", "REQUEST_MALFORMED", (("<ns0:name>特级护理<", "<ns0:name>特级&#x85;护理<"),)),
 ]
 
 

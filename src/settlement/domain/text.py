@@ -21,7 +21,8 @@ _FIRST_REFUSED = re.compile(f"[{_REFUSED}]")
 _FIRST_REFUSED_IN_FREE_TEXT = re.compile(f"[{_REFUSED_IN_FREE_TEXT}]")
 
 # Bounds of the free text people and files give, in characters (the columns that keep them are at least as wide).
-NAME_MAX = 128  # a hospital's or a staff member's name
+NAME_MAX = 128  # a hospital's name
+KEY_HOLDER_MAX = 64  # a staff member's name, who holds a key (audit rows name it in a 64-character column)
 PERSON_NAME_MAX = 64  # a person's name (the roster, a claim)
 CODE_MAX = 32  # a hospital code, a payer
 REASON_MAX = 256  # why a settlement is reversed or cancelled

@@ -17,7 +17,7 @@ from settlement.db.models import Hospital, Principal
 from settlement.db.repositories import Repository
 from settlement.domain.claim import HospitalLevel
 from settlement.domain.privacy import mask_id_numbers
-from settlement.domain.text import CODE_MAX, NAME_MAX
+from settlement.domain.text import CODE_MAX, KEY_HOLDER_MAX, NAME_MAX
 from settlement.services.auth import add_principal
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
@@ -74,8 +74,8 @@ def add_staff(context: Context, kind: str, name: str, actor: str) -> str:
     """A finance officer's or administrator's key (shown once). One person, one active key per role: a second
     is PRINCIPAL_EXISTS (rotate the first instead)."""
     _staff_kind(kind)
+    checked(name, "the key holder's name", KEY_HOLDER_MAX)  # the audit row names the holder in 64 characters
     name = mask_id_numbers(_name(name))
-    checked(name, "the key holder's name", NAME_MAX)
     now = context.clock()
     with context.uow() as tx:
         key = add_principal(tx.repo, kind, name, None, now)

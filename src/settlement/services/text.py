@@ -31,6 +31,7 @@ def csv_rows(reader: csv.DictReader[str], unreadable: list[CsvUnreadable] | None
     try:
         yield from reader
     except csv.Error as error:
+        line = reader.line_num + 1  # the line it could not finish (line_num counts those read)
         if unreadable is None:
-            raise CsvUnreadable(reader.line_num, str(error)) from None
-        unreadable.append(CsvUnreadable(reader.line_num, str(error)))
+            raise CsvUnreadable(line, str(error)) from None
+        unreadable.append(CsvUnreadable(line, str(error)))

@@ -113,6 +113,8 @@ def charset_of(content_type: str | None) -> str | None:
 def decode(data: bytes, charset: str | None) -> tuple[str, str]:
     """(text, codec) of a document: the BOM, the XML declaration and the HTTP charset must agree."""
     bom_codec = None
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16's, which it begins with
+        raise XmlRejected(ServiceCode.ENCODING_UNSUPPORTED, f"the body is UTF-32: it is not accepted: {ACCEPTED}")
     if data.startswith(codecs.BOM_UTF8):
         bom_codec, data = "utf-8", data[len(codecs.BOM_UTF8):]
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
