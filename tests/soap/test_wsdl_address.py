@@ -110,5 +110,10 @@ def test_serve_refuses_an_address_it_cannot_use(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.sqlite3'}")
     monkeypatch.setenv("SETTLEMENT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SETTLEMENT_PUBLIC_URL", "settlement.example.gov.cn")  # no scheme
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr("uvicorn.run", started)
     result = CliRunner().invoke(cli, ["serve"])
     assert result.exit_code == 3 and "SETTLEMENT_PUBLIC_URL" in result.output, result.output
