@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     adapters_dir: Path = Field(default_factory=default_adapters_dir)
     soap_max_body_bytes: int = 1024 * 1024  # before and after inflating a compressed body
     soap_max_depth: int = 48
+    # On PostgreSQL, a message larger than this is parsed, mapped and answered in threads, off the event loop.
+    soap_offload_bytes: int = 64 * 1024
     wsse_window_seconds: int = 300
     # The SOAP envelope log: each envelope kept up to this many characters (a refused message: its first 256), and
     # rows kept this many days (`settlement soap purge-exchanges`, nightly in the scheduler; at least 30).

@@ -231,8 +231,9 @@ def create_app(application: Application) -> FastAPI:
     bodies.add_schemas(app, SettleRequest)
 
     @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        """Liveness: the worker answers (it does not look at the database: see /health/ready)."""
+    async def health() -> dict[str, str]:
+        """Liveness: the worker answers (it does not look at the database: see /health/ready). Answered on the
+        event loop itself: it is the loop's health that it tells, not the thread pool's."""
         return {"status": "ok"}
 
     @app.get("/health/ready", tags=["operations"], responses={503: ERRORS[503]})

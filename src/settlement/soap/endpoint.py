@@ -33,7 +33,8 @@ def add_soap_routes(app: FastAPI, application: Application, io: AsyncIo | None =
                                                       settings.port)
     gateway = Gateway(application.context, application.dialects,
                       SoapPrincipals(application.context, application.cipher, watch), limits,
-                      timedelta(seconds=settings.wsse_window_seconds), settings.soap_log_max_chars)
+                      timedelta(seconds=settings.wsse_window_seconds), settings.soap_log_max_chars,
+                      settings.soap_offload_bytes)
 
     async def read_limited(request: Request) -> bytes:
         """The body, refused as soon as it passes the limit: an oversized upload is never held in memory."""
