@@ -141,6 +141,10 @@ def test_serve_demo_end_to_end(tmp_path: Path) -> None:
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
+            # The WSDL gives the address `--port` serves at (the workers see it too), whatever the Host header.
+            for host in (f"127.0.0.1:{port}", "evil.example"):
+                wsdl = httpx.get(f"{url}/soap", params={"wsdl": ""}, headers={"Host": host}, timeout=10).text
+                assert f'location="{url}/soap"' in wsdl, (host, wsdl[-400:])
             keys = {}  # "hospital H61100200011 <key>", "admin <key>", "finance <key>"
             for line in (tmp_path / "var" / "demo-keys.txt").read_text(encoding="utf-8").splitlines():
                 words = line.split()

@@ -172,6 +172,12 @@ def serve(
 
     if demo:
         os.environ["SETTLEMENT_DEMO"] = "true"
+    # The workers read their settings from the environment: the address they serve at is part of what they give
+    # (the WSDLs' default address is http://HOST:PORT).
+    if host:
+        os.environ["SETTLEMENT_HOST"] = host
+    if port:
+        os.environ["SETTLEMENT_PORT"] = str(port)
     settings = Settings()
     _refuse_missing_data()
     try:  # checked here too, so that a bad address stops the command rather than each worker
