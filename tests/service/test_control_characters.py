@@ -95,6 +95,13 @@ BASELINES: dict[tuple[str, str], Baseline] = {
     ("POST", "/v1/admin/tariffs/{version_id}/simulation"): Baseline(
         "admin", path={"version_id": "1"}, body={"from": "2024-01-01", "to": "2024-01-31"}),
     ("POST", "/v1/admin/settlements/verification"): Baseline("admin", body={"from": "2024-01-01", "to": "2024-01-31"}),
+    ("GET", "/v1/admin/keys"): Baseline("admin"),
+    ("POST", "/v1/admin/keys"): Baseline("admin", body={"kind": "finance", "name": "张会计"}),
+    ("POST", "/v1/admin/keys/{key_id}/revocation"): Baseline("admin", path={"key_id": "1"}),
+    ("POST", "/v1/admin/keys/{key_id}/rotation"): Baseline("admin", path={"key_id": "1"}),
+    ("POST", "/v1/admin/hospitals/{code}/disablement"): Baseline("admin", path={"code": "H00000000001"}),
+    ("POST", "/v1/admin/hospitals/{code}/enablement"): Baseline("admin", path={"code": "H00000000001"}),
+    ("POST", "/v1/admin/hospitals/{code}/soap-password"): Baseline("admin", path={"code": "H00000000001"}),
     ("POST", "/naive/eligibility"): Baseline("hospital", body={"id_number": "611002196804120038", "on": "2024-06-15"}),
 }
 
@@ -112,6 +119,7 @@ class Slot:
     kind: str  # text | date | date-time
     pattern: str | None = None
     max_length: int | None = None
+    choices: tuple[str, ...] = ()  # an enum's values
 
     @property
     def name(self) -> str:
@@ -148,7 +156,8 @@ def _leaves(schema: dict[str, Any], document: dict[str, Any],
 def _slot(method: str, template: str, where: str, location: tuple[str | int, ...],
           schema: dict[str, Any]) -> Slot:
     kind = str(schema["format"]) if schema.get("format") in ("date", "date-time") else "text"
-    return Slot(method, template, where, location, kind, schema.get("pattern"), schema.get("maxLength"))
+    return Slot(method, template, where, location, kind, schema.get("pattern"), schema.get("maxLength"),
+                tuple(schema.get("enum", ())))
 
 
 def slots_of(document: dict[str, Any]) -> list[Slot]:
@@ -173,9 +182,11 @@ def takes(pattern: str | None, character: str) -> bool:
 
 
 def unguarded(slots: list[Slot]) -> list[str]:
-    """The slots whose schema lets a control character through: neither a date nor a pattern refusing them."""
-    return [str(slot) for slot in slots if slot.kind == "text" and any(takes(slot.pattern, c)
-                                                                        for c in REFUSED_EVERYWHERE)]
+    """The slots whose schema lets a control character through: neither a date, nor a pattern refusing them, nor a
+    choice among fixed values."""
+    return [str(slot) for slot in slots if slot.kind == "text" and (
+        any(c in choice for choice in slot.choices for c in REFUSED_EVERYWHERE) if slot.choices
+        else any(takes(slot.pattern, c) for c in REFUSED_EVERYWHERE))]
 
 
 # Sending a request with one input replaced

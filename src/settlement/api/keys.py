@@ -9,20 +9,22 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from pydantic import Field
 
 from settlement.bootstrap import Application
+from settlement.domain.text import CODE_MAX, KEY_HOLDER_MAX
 from settlement.services import admin
 from settlement.services.auth import Caller
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.soap_access import issue_password
 from settlement.wire.claims import Wire
+from settlement.wire.fields import Text
 
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-# No control characters: PostgreSQL refuses a NUL in text, which would be a 500.
-HospitalCode = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# No control characters (the rule of every string the service takes): PostgreSQL refuses a NUL in text.
+HospitalCode = Annotated[str, Text(CODE_MAX, min_length=1), Path()]
 
 
 class KeyRequest(Wire):
     kind: Literal["finance", "admin"]
-    name: Annotated[str, Field(min_length=1, max_length=128, description="the person who holds it")]
+    name: Annotated[str, Text(KEY_HOLDER_MAX, min_length=1), Field(description="the person who holds it")]
 
 
 async def _caller(request: Request, authorization: Annotated[str | None, Header()] = None,
