@@ -27,7 +27,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from benchmarks.bench_service import bench_database, start, stop
+from benchmarks.bench_service import admin_key, bench_database, start, stop
 from benchmarks.bench_soap import cli
 from settlement.soap.wsse import DIGEST_TYPE, WSSE, WSU, password_digest
 
@@ -128,6 +128,7 @@ def main() -> None:
 
     with bench_database() as env:
         cli(env, "db", "upgrade")
+        env["SETTLEMENT_KEY"] = admin_key(env)  # the commands that record something act as a person
         code = "H61100200011"
         cli(env, "hospitals", "add", code, "商州区人民医院", "--level", "county", "--region", "611002")
         cli(env, "hospitals", "bind", code, "standard")
