@@ -139,6 +139,10 @@ def movements_of(computed: Computed) -> dict[str, tuple[int, int, int]]:
     return moved
 
 
+def _reversal_hash(settlement_id: str, request: ReverseRequest) -> str:
+    return canonical_hash("reverse", [settlement_id, request.model_dump(mode="json")])
+
+
 def figures_hash(figures: YearFigures) -> str:
     return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
 
@@ -525,9 +529,14 @@ class SettlementService:
 
     def reverse(self, caller: Caller, settlement_id: str, request: ReverseRequest) -> Reply:
         """A full reversal: negative entries linked to the originals; the year figures are restored."""
+        return self._reverse(caller, settlement_id, request, "reverse", _reversal_hash(settlement_id, request))
+
+    def _reverse(self, caller: Caller, settlement_id: str, request: ReverseRequest, operation: str,
+                 request_hash: str) -> Reply:
+        """`reverse`, its answer kept under the key as the answer to `operation` (reverse, or the cancellation that
+        asked for it: a resent cancellation must find its own request there, not the reversal's)."""
         hospital_id = self._hospital_id(caller)
         key = request.transaction_id
-        request_hash = canonical_hash("reverse", [settlement_id, request.model_dump(mode="json")])
 
         def attempt() -> Reply:
             with self.ctx.uow() as tx:
@@ -574,7 +583,7 @@ class SettlementService:
                     "patient_pays": fmt(from_fen(patient_fen)), "total": fmt(from_fen(-original.total_fen)),
                     "corrections": self._correction_ids(repo, original.id, undone.corrections),
                 })
-                repo.add(IdempotencyRecord(hospital_id=hospital_id, key=key, operation="reverse",
+                repo.add(IdempotencyRecord(hospital_id=hospital_id, key=key, operation=operation,
                                            request_hash=request_hash, status_code=201, response=text,
                                            created_at=now))
                 repo.audit(now, f"hospital:{hospital_id}", "settlement.reverse", "settlement", original.public_id,
@@ -582,7 +591,7 @@ class SettlementService:
                 tx.commit()
                 return Reply(201, text)
 
-        return self._idempotent(attempt, hospital_id, key, "reverse", request_hash)
+        return self._idempotent(attempt, hospital_id, key, operation, request_hash)
 
     @staticmethod
     def _correction_ids(repo: Repository, settlement_id: int, ids: list[int]) -> list[str]:
@@ -609,6 +618,8 @@ class SettlementService:
                 repo = tx.repo
                 existing = repo.idempotency_record(hospital_id, key)
                 if existing is not None:
+                    if self._reversed_before_the_fix(repo, hospital_id, request, existing):
+                        return Reply(existing.status_code, existing.response, replayed=True)
                     return self._replay(existing, request_hash)
                 original = repo.idempotency_record(hospital_id, original_key)
                 if original is not None and original.operation == "settle" and original.status_code == 201:
@@ -639,7 +650,19 @@ class SettlementService:
         decided = self._with_retries(attempt)
         if isinstance(decided, Reply):
             return decided
-        return self.reverse(caller, decided, ReverseRequest(transaction_id=key, reason=request.reason))
+        return self._reverse(caller, decided, ReverseRequest(transaction_id=key, reason=request.reason), "cancel",
+                             request_hash)
+
+    @staticmethod
+    def _reversed_before_the_fix(repo: Repository, hospital_id: int, request: CancelRequest,
+                                 existing: StoredAnswer) -> bool:
+        """Whether the answer under a cancellation's key is this cancellation's reversal as earlier versions
+        recorded it: under the reverse operation and the reversal's hash (so the resent cancellation was refused)."""
+        if existing.operation != "reverse":
+            return False
+        original = repo.settlement_by_transaction(hospital_id, request.original_transaction_id)
+        return original is not None and existing.request_hash == _reversal_hash(
+            original.public_id, ReverseRequest(transaction_id=request.transaction_id, reason=request.reason))
 
     def get(self, caller: Caller, settlement_id: str) -> dict[str, Any]:
         own = caller.hospital_id if caller.kind == "hospital" else None
