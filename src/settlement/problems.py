@@ -71,7 +71,7 @@ TITLES: dict[int, str] = {
     400: "Bad request", 413: "Body too large", 415: "Unsupported encoding",
     401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
     422: "Unprocessable request",
-    500: "Internal error", 503: "Busy, retry with the same key",
+    500: "Internal error", 503: "Outcome unknown, resend with the same key",
 }
 
 # Failures that are kept under the caller's key: a retry gets the same answer, and new money needs a new key.

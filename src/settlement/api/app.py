@@ -71,6 +71,13 @@ PROBLEM = "application/problem+json"
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemOut, "content": {PROBLEM: {}}} for status in (401, 403, 404, 409, 413, 422, 503)
 }
+ERRORS[503]["description"] = (
+    "Outcome unknown (`DATABASE_BUSY`, `DATABASE_UNAVAILABLE`): the database was busy or did not answer, possibly "
+    "after it had recorded the request (a commit whose answer was lost). It does not mean that nothing was "
+    "recorded. After `Retry-After` seconds, resend the same request with the same transaction id: it answers as "
+    "the first did (`Idempotent-Replayed: true`), or does the work now. Never resend it under a new id: that could "
+    "pay a bill twice. A cancellation (`POST /v1/cancellations`) under a new id of its own reverses whatever the "
+    "uncertain call did.")
 
 
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
@@ -198,8 +205,8 @@ def create_app(application: Application) -> FastAPI:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     async def _database_trouble(_: Request, error: Exception) -> JSONResponse:
-        # Not a bug: the database is unreachable, or busy (a lock wait, a full pool). Retrying with the same key
-        # is safe; nothing was recorded.
+        # Not a bug: the database is unreachable, or busy (a lock wait, a full pool). The outcome is unknown (a
+        # commit may have gone through before its answer was lost); resending under the same key is safe.
         return problem_response(database_problem(error))
 
     @app.exception_handler(HTTPException)

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("settlement.api")
 PROBLEM = "application/problem+json"
 INTERNAL_ERROR = {"type": "urn:settlement:error:INTERNAL_ERROR", "title": "Internal error", "status": 500,
-                  "code": "INTERNAL_ERROR", "detail": "an unexpected error; nothing was recorded"}
+                  "code": "INTERNAL_ERROR",
+                  "detail": "an unexpected error; the outcome is unknown: resend with the same key"}
 
 
 def log_unexpected(error: BaseException, where: str) -> None:

@@ -75,10 +75,17 @@ class ServiceError(Exception):
         super().__init__(f"{code}: {message}")
 
 
+# What every 503 tells the caller. The database may have recorded the request before its answer was lost (a commit
+# whose reply never came back, a connection cut after COMMIT): a 503 never means that nothing was recorded. The
+# same request under the same key answers as the first did, or does it now; a new key could pay a bill twice.
+OUTCOME_UNKNOWN = "the outcome is unknown (it may have been recorded): resend the same request with the same key"
+
+
 def database_problem(error: Exception) -> ServiceError:
     """What an OperationalError (or a full pool) tells the caller: an error the server answered with (a lock
     timeout, a deadlock, SQLite's "database is locked") or a full pool is DATABASE_BUSY; no answer at all (the
-    connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After; only the type is logged."""
+    connection refused or lost) is DATABASE_UNAVAILABLE. Both are 503 with Retry-After and an unknown outcome
+    (OUTCOME_UNKNOWN); only the type is logged."""
     original = getattr(error, "orig", None)
     sqlstate = getattr(original, "sqlstate", None)
     # A connection ended by the server (terminated, shut down, crashed: 57P01-57P04, or class 08) may bring its
@@ -87,6 +94,6 @@ def database_problem(error: Exception) -> ServiceError:
     answered = (sqlstate is not None and not gone) or isinstance(original, sqlite3.Error)
     if isinstance(error, PoolTimeoutError) or answered:
         log.warning("the database is busy (%s)", type(original or error).__name__)
-        return ServiceError(ServiceCode.DATABASE_BUSY, "the database is busy; retry with the same key")
+        return ServiceError(ServiceCode.DATABASE_BUSY, f"the database is busy; {OUTCOME_UNKNOWN}")
     log.warning("the database does not answer (%s)", type(original or error).__name__)
-    return ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer; retry with the same key")
+    return ServiceError(ServiceCode.DATABASE_UNAVAILABLE, f"the database does not answer; {OUTCOME_UNKNOWN}")

@@ -40,7 +40,7 @@ from settlement.problems import is_kept, problem_body
 from settlement.services import quotes
 from settlement.services.auth import Caller
 from settlement.services.context import Context
-from settlement.services.errors import ServiceCode, ServiceError, database_problem
+from settlement.services.errors import OUTCOME_UNKNOWN, ServiceCode, ServiceError, database_problem
 from settlement.tariffstore.store import ResolvedTariff, TariffStore
 from settlement.wire.claims import ServiceClaimIn
 from settlement.wire.requests import CancelRequest, QuoteRequest, ReverseRequest, SettleRequest
@@ -220,7 +220,7 @@ def _after_failed_attempt(attempt: int, error: IntegrityError | OperationalError
         problem = database_problem(error)
         if problem.code == ServiceCode.DATABASE_UNAVAILABLE:  # no answer from the server at all, not a lock
             raise problem from None
-        raise ServiceError(ServiceCode.DATABASE_BUSY, "the person's record is busy; retry with the same key") from None
+        raise ServiceError(ServiceCode.DATABASE_BUSY, f"the person's record is busy; {OUTCOME_UNKNOWN}") from None
 
 
 class Undone(NamedTuple):

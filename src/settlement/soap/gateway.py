@@ -330,7 +330,7 @@ class Gateway:
                 exchange.hospital_id = None  # a replayed message is refused and not stored
                 raise
             if companions is not None:  # whatever the failure, the message's nonce is spent, as when it comes first
-                yield from _remember_late(nonce, exchange)
+                yield from _remember_late(nonce, exchange, outcome_unknown=_database_trouble(error))
             if not isinstance(error, ServiceError | SettlementError) or dialect.manifest.errors == "fault":
                 raise
             status, problem = problem_body(error)
@@ -449,14 +449,30 @@ class Gateway:
             log.error("could not store a SOAP exchange: %s", type(error).__name__)
 
 
-def _remember_late(nonce: RememberNonce, exchange: _Exchange) -> Generator[Step, Any, None]:
+def _remember_late(nonce: RememberNonce, exchange: _Exchange, *,
+                   outcome_unknown: bool = False) -> Generator[Step, Any, None]:
     """The nonce of a settlement that committed nothing, remembered after it: refused (replayed, or the database
-    failing), the message is answered with that fault and its exchange is not stored, as when it comes first."""
+    failing), the message is answered with that fault and its exchange is not stored, as when it comes first.
+
+    After a database fault (outcome_unknown) the settlement may have committed, and the nonce with it: then the
+    nonce is found spent by this very message, and the database's fault (resend under the same message id) is the
+    answer, not AUTH_NONCE_REPLAYED."""
     try:
         yield nonce
+    except ServiceError as error:
+        if outcome_unknown and error.code == ServiceCode.AUTH_NONCE_REPLAYED:
+            return
+        exchange.hospital_id = None
+        raise
     except BaseException:
         exchange.hospital_id = None
         raise
+
+
+def _database_trouble(error: Exception) -> bool:
+    return isinstance(error, OperationalError | PoolTimeoutError) or (
+        isinstance(error, ServiceError)
+        and error.code in (ServiceCode.DATABASE_BUSY, ServiceCode.DATABASE_UNAVAILABLE))
 
 
 
