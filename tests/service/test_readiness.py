@@ -57,7 +57,8 @@ def test_calls_while_the_database_is_gone_are_503_not_500(without_database: Live
                       client.post("/v1/settlements", json={"transaction_id": "T-1", "claim": {}}),
                       client.get("/v1/settlements/ST-NOPE")):
             problem = assert_problem(reply, 503, "DATABASE_UNAVAILABLE")
-            assert reply.headers["retry-after"] == "1" and "resend the same request with the same key" in problem["detail"]
+            assert reply.headers["retry-after"] == "1"
+            assert "resend the same request with the same key" in problem["detail"]
 
 
 @pytest.mark.parametrize(("original", "code"), [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +47,11 @@ class LastResort:
 
         try:
             await self.app(scope, receive, watched)
+        except ClientDisconnect:
+            # The caller gave up (its timeout) before its body was read: not an error of ours, and nobody to answer.
+            # Nothing was done for the request; if the caller resends it under its key, it is done then.
+            log.info("client disconnected before its request was read: %s %s", scope.get("method", "-"),
+                     scope.get("path", "-"))
         except Exception as error:  # a bug: answered, logged without its message, not raised to the server
             log_unexpected(error, "handling a request")
             if not started:
