@@ -1,5 +1,6 @@
-"""A TCP forwarder on loopback that a test can cut and restore: the network between the service and its
-PostgreSQL, for outages that the service must notice on connections it already holds."""
+"""A TCP forwarder on loopback that a test can cut and restore, or pause and resume: the network between the service
+and its PostgreSQL, for outages that the service must notice on connections it already holds, and for a database
+that stalls (connections stay open, nothing comes back)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.port = 0
         self.up()
 
@@ -40,6 +43,15 @@ class TcpProxy:
                 held_socket.shutdown(socket.SHUT_RDWR)
             held_socket.close()
 
+    def pause(self) -> None:
+        """Stop forwarding, keeping every connection open and accepting new ones: a stalled database (its host
+        frozen) whose kernel still acknowledges what it is sent."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again, what was held first."""
+        self._flowing.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -60,10 +72,10 @@ class TcpProxy:
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -77,4 +89,5 @@ class TcpProxy:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        self.resume()
         self.cut()

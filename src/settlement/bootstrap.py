@@ -106,7 +106,9 @@ def credentials_cipher(settings: Settings) -> Fernet:
 def build(settings: Settings, *, migrate: bool = True) -> Application:
     secret = secret_key(settings)  # a weak key is refused before the database is touched
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                         lock_timeout_ms=settings.lock_timeout_ms)
+                         lock_timeout_ms=settings.lock_timeout_ms,
+                         connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                         statement_timeout_ms=settings.statement_timeout_ms)
     if migrate:
         upgrade(engine)
     # No autoflush: the use cases flush where they need ids, which keeps round trips to the database few.
@@ -120,7 +122,9 @@ def build(settings: Settings, *, migrate: bool = True) -> Application:
         quote_ttl_seconds=settings.quote_ttl_seconds,
         claim_clock_skew_seconds=settings.claim_clock_skew_seconds,
     )
-    bookkeeping = make_bookkeeping_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 2))
+    bookkeeping = make_bookkeeping_engine(settings.database_url, pool_size=max(2, settings.db_pool_size // 2),
+                                          connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                                          statement_timeout_ms=settings.statement_timeout_ms)
     context.bookkeeping = bookkeeping
     return Application(settings, engine, context, load_registry(settings.adapters_dir), credentials_cipher(settings),
                        bookkeeping)

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     # admin uploads have limits of their own (their files' limits plus room for the multipart framing), SOAP too.
     max_body_bytes: int = 1024 * 1024
     lock_timeout_ms: int = 5000  # waiting for one person's accumulators longer than this answers 503
+    # Deadlines, so that a stalled database is a 503 within seconds, never a request hanging as long as it stalls:
+    # connecting (libpq connect_timeout), a statement (PostgreSQL statement_timeout; 0: none), a hospital's whole
+    # request (REST cashier routes and SOAP; then 503 DATABASE_UNAVAILABLE, outcome unknown) and readiness.
+    db_connect_timeout_seconds: int = 5
+    statement_timeout_ms: int = 60_000
+    request_deadline_seconds: float = 10.0
+    ready_deadline_seconds: float = 2.0
     # SOAP: the hospital dialects, the body limits, and the WS-Security window (created time and nonce memory).
     adapters_dir: Path = Field(default_factory=default_adapters_dir)
     soap_max_body_bytes: int = 1024 * 1024  # before and after inflating a compressed body

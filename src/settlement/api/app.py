@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from settlement.api import bodies, limits
+from settlement.api.deadline import RequestDeadline, deadlines
 from settlement.api.keys import add_key_routes
 from settlement.api.last_resort import LastResort
 from settlement.bootstrap import Application
@@ -157,8 +158,12 @@ def create_app(application: Application) -> FastAPI:
     # app's own, opened and closed with it on its loop.
     settings = application.settings
     settling = async_settling_for(application.engine, size=settings.db_pool_size,
-                                  lock_timeout_ms=settings.lock_timeout_ms)
-    bookkeeping = async_bookkeeping_for(application.engine, size=max(2, settings.db_pool_size // 2))
+                                  lock_timeout_ms=settings.lock_timeout_ms,
+                                  connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                                  statement_timeout_ms=settings.statement_timeout_ms)
+    bookkeeping = async_bookkeeping_for(application.engine, size=max(2, settings.db_pool_size // 2),
+                                        connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                                        statement_timeout_ms=settings.statement_timeout_ms)
     io = AsyncIo(settling, bookkeeping) if settling is not None and bookkeeping is not None else None
 
     @asynccontextmanager
@@ -191,6 +196,8 @@ def create_app(application: Application) -> FastAPI:
     app.add_middleware(limits.BodyLimit, default=settings.max_body_bytes, exempt_prefix="/soap", by_path={
         "/v1/admin/roster": ROSTER_BODY_BYTES, "/v1/admin/tariffs": TARIFF_BODY_BYTES,
         "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES})
+    app.add_middleware(RequestDeadline, deadline=deadlines(settings.request_deadline_seconds,
+                                                           settings.ready_deadline_seconds))
     # Added last, so outermost of ours: it answers a bug's exception and keeps its message out of the server's log.
     app.add_middleware(LastResort)
 
@@ -243,13 +250,19 @@ def create_app(application: Application) -> FastAPI:
         event loop itself: it is the loop's health that it tells, not the thread pool's."""
         return {"status": "ok"}
 
+    def engine_answers() -> None:
+        with application.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     @app.get("/health/ready", tags=["operations"], responses={503: ERRORS[503]})
-    def ready() -> Response:
-        """Readiness, for a load balancer or an operator: 200 when this worker reaches its database, else 503
-        DATABASE_UNAVAILABLE (with Retry-After)."""
+    async def ready() -> Response:
+        """Readiness, for a load balancer or an operator: 200 when this worker reaches its database (on
+        PostgreSQL, through the settlements' pool and the other one alike), else 503 DATABASE_UNAVAILABLE (with
+        Retry-After), also when the database does not answer within SETTLEMENT_READY_DEADLINE_SECONDS."""
         try:
-            with application.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            if settling is not None:
+                await settling.ping()
+            await run_in_threadpool(engine_answers)
         except SQLAlchemyError as error:
             log.warning("readiness: the database does not answer (%s)", type(error).__name__)
             return problem_response(ServiceError(ServiceCode.DATABASE_UNAVAILABLE, "the database does not answer"))

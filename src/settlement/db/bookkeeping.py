@@ -33,8 +33,10 @@ PURGE_NONCES = "DELETE FROM wsse_nonces WHERE seen_at < %s"
 
 
 class AsyncBookkeeping:
-    def __init__(self, url: str, *, size: int) -> None:
-        self.pool = AsyncPool(url, size=size, options="-c synchronous_commit=off -c lock_timeout=5000")
+    def __init__(self, url: str, *, size: int, connect_timeout_seconds: int = 5, statement_timeout_ms: int = 0) -> None:
+        self.pool = AsyncPool(url, size=size, connect_timeout=connect_timeout_seconds,
+                              options="-c synchronous_commit=off -c lock_timeout=5000 "
+                                      f"-c statement_timeout={int(statement_timeout_ms)}")
 
     async def open(self) -> None:
         await self.pool.open()
@@ -99,7 +101,10 @@ class AsyncBookkeeping:
         await self._run(work)
 
 
-def async_bookkeeping_for(engine: Engine, *, size: int) -> AsyncBookkeeping | None:
+def async_bookkeeping_for(engine: Engine, *, size: int, connect_timeout_seconds: int = 5,
+                          statement_timeout_ms: int = 0) -> AsyncBookkeeping | None:
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return AsyncBookkeeping(engine.url.render_as_string(hide_password=False), size=size)
+        return AsyncBookkeeping(engine.url.render_as_string(hide_password=False), size=size,
+                                connect_timeout_seconds=connect_timeout_seconds,
+                                statement_timeout_ms=statement_timeout_ms)
     return None

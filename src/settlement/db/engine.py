@@ -18,7 +18,10 @@ from settlement.files import private_sqlite_file
 PING_AFTER_IDLE_SECONDS = 10.0
 
 
-def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000, connect_timeout_seconds: int = 5,
+                statement_timeout_ms: int = 0) -> Engine:
+    """`connect_timeout_seconds` bounds making a connection (a stalled server accepts the socket and never answers);
+    `statement_timeout_ms` each statement, on the server (0: none)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, lock_timeout_ms)
@@ -27,6 +30,7 @@ def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -
         pool_size=pool_size,
         max_overflow=pool_size,
         hide_parameters=True,  # SQL errors would otherwise print ID numbers and names into logs
+        connect_args={"connect_timeout": connect_timeout_seconds},
     )
 
     @event.listens_for(engine, "checkin")
@@ -49,13 +53,15 @@ def make_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 5000) -
         # with the same key.
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
             cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
 
     return engine
 
 
-def make_bookkeeping_engine(url: str, *, pool_size: int = 10) -> Engine | None:
+def make_bookkeeping_engine(url: str, *, pool_size: int = 10, connect_timeout_seconds: int = 5,
+                            statement_timeout_ms: int = 0) -> Engine | None:
     """PostgreSQL only: an engine for bookkeeping rows (WS-Security nonces, the SOAP envelope log) that stand
     alone: each statement commits by itself (one round trip, no BEGIN/COMMIT) and does not wait for the disk
     (synchronous_commit off: a crash may lose the last fraction of a second of them, never money, which is
@@ -70,7 +76,9 @@ def make_bookkeeping_engine(url: str, *, pool_size: int = 10) -> Engine | None:
         pool_recycle=300,  # no ping per checkout: a stale connection fails one statement, which is retried
         hide_parameters=True,
         isolation_level="AUTOCOMMIT",
-        connect_args={"options": "-c synchronous_commit=off -c TimeZone=UTC -c lock_timeout=5000"},
+        connect_args={"connect_timeout": connect_timeout_seconds,
+                      "options": "-c synchronous_commit=off -c TimeZone=UTC -c lock_timeout=5000 "
+                                 f"-c statement_timeout={int(statement_timeout_ms)}"},
     )
 
 

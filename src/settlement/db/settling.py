@@ -362,14 +362,30 @@ class AsyncPipelinedSettling:
     event loop). No thread is handed a request: a worker's loop keeps many settlements in flight at once, each
     waiting for the database without holding anything but its connection."""
 
-    def __init__(self, url: str, *, size: int, lock_timeout_ms: int) -> None:
-        self.pool = AsyncPool(url, size=size, options=f"-c lock_timeout={int(lock_timeout_ms)}")
+    def __init__(self, url: str, *, size: int, lock_timeout_ms: int, connect_timeout_seconds: int = 5,
+                 statement_timeout_ms: int = 0) -> None:
+        self.pool = AsyncPool(url, size=size, connect_timeout=connect_timeout_seconds,
+                              options=f"-c lock_timeout={int(lock_timeout_ms)} "
+                                      f"-c statement_timeout={int(statement_timeout_ms)}")
 
     async def open(self) -> None:
         await self.pool.open()
 
     async def close(self) -> None:
         await self.pool.close()
+
+    async def ping(self) -> None:
+        """One statement on a connection of the pool (readiness: what settlements would get)."""
+        try:
+            connection = await self.pool.connection()
+            try:
+                await connection.execute("SELECT 1")
+            finally:
+                await self.pool.release(connection)
+        except (PoolTimeout, PoolClosed) as error:
+            raise database_error(psycopg.OperationalError(str(error))) from None
+        except psycopg.Error as error:
+            raise database_error(error) from None
 
     @asynccontextmanager
     async def begin(self, key: SettlementKey,
@@ -426,9 +442,11 @@ def settling_for(engine: Engine, uow: UnitOfWorks) -> Settling:
     return SessionSettling(uow)
 
 
-def async_settling_for(engine: Engine, *, size: int, lock_timeout_ms: int) -> AsyncPipelinedSettling | None:
+def async_settling_for(engine: Engine, *, size: int, lock_timeout_ms: int, connect_timeout_seconds: int = 5,
+                       statement_timeout_ms: int = 0) -> AsyncPipelinedSettling | None:
     """The event loop's settlements, on PostgreSQL; None elsewhere (the blocking path runs in a thread)."""
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return AsyncPipelinedSettling(engine.url.render_as_string(hide_password=False), size=size,
-                                      lock_timeout_ms=lock_timeout_ms)
+                                      lock_timeout_ms=lock_timeout_ms, connect_timeout_seconds=connect_timeout_seconds,
+                                      statement_timeout_ms=statement_timeout_ms)
     return None
