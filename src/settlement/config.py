@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # The scheduler: nightly reconciliation time (Asia/Shanghai) and how far back missed runs are caught up.
     reconcile_at: str = "02:00"
     catch_up_days: int = 7
+    # Leases: a reconciliation run, and the scheduler (one leads of several on a database), are held by a process
+    # that renews its lease every sixth of this; one not renewed for this long is taken over by the next process.
+    lease_seconds: int = 30
 
     @property
     def is_sqlite(self) -> bool:

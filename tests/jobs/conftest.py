@@ -28,6 +28,7 @@ from tests.service.conftest import (  # noqa: F401 - fixtures shared with the se
     Service,
     claim_body,
     database_url,
+    fresh_pg_url,
     import_roster_rows,
     new_id_number,
     pg_url,

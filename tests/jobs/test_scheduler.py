@@ -25,6 +25,7 @@ from settlement.jobs.scheduler import (
     JOBS_TABLE,
     NIGHTLY_JOB,
     PURGE_JOB,
+    TAKE_OVER_JOB,
     Jobs,
     Outcome,
     SchedulerProcess,
@@ -139,7 +140,7 @@ def test_a_date_finished_elsewhere_between_the_check_and_the_run_is_not_run_agai
     assert records(service, payers) == [(payer, yesterday, "done", 1) for payer in sorted(payers)]
 
 
-def test_a_failed_run_is_retried_and_a_crashed_one_is_taken_over_when_stale(
+def test_a_failed_run_is_retried_and_a_crashed_one_is_taken_over_when_its_lease_expires(
         service: Service, payers: dict[str, PayerConfig]) -> None:
     fetch = CountingFetch(service.app.context)
     failing = {next(iter(payers))}
@@ -166,16 +167,18 @@ def test_a_failed_run_is_retried_and_a_crashed_one_is_taken_over_when_stale(
     assert "failed" in retried[0].reason
     first_ask, retry = asked[failed_payer]
     assert retry == first_ask  # a failed attempt is asked again under its request id (the payer may have booked it)
-    # A run left "running" by a crashed process: left alone while recent, taken over once stale (2 hours).
+    # A run left "running" by a crashed process: left alone while its lease is live (renewed in the last 30 s),
+    # taken over once it has expired (it was two hours, whatever the lease).
     other = next(p for p in payers if p != failed_payer)
     with service.app.context.uow() as tx:
         tx.session.execute(update(ReconciliationRun).where(ReconciliationRun.payer == other)
-                           .values(status="running", started_at=T0 - timedelta(minutes=5)))
+                           .values(status="running", started_at=T0 - timedelta(minutes=5), holder="elsewhere:1:x",
+                                   heartbeat_at=service.clock.now - timedelta(seconds=29)))
         tx.commit()
     assert ran(jobs.catch_up()) == set()
     with service.app.context.uow() as tx:
         tx.session.execute(update(ReconciliationRun).where(ReconciliationRun.payer == other)
-                           .values(started_at=T0 - timedelta(hours=3)))
+                           .values(heartbeat_at=service.clock.now - timedelta(seconds=31)))
         tx.commit()
     taken = jobs.catch_up()
     assert ran(taken) == {(other, D - timedelta(days=1), "done")} and "taken over" in taken[0].reason
@@ -386,9 +389,11 @@ def stored_jobs(service: Service) -> dict[str, float]:
 def test_the_jobs_are_kept_in_the_database_and_a_restart_does_not_duplicate_them(service: Service) -> None:
     first = build_scheduler(service.app, blocking=False)
     first.start(paused=True)
-    jobs = {job.id: job for job in first.get_jobs()}
+    jobs = {job.id: job for job in first.get_jobs(jobstore="default")}
+    in_memory = [job.id for job in first.get_jobs(jobstore="memory")]
     first.shutdown()
     assert set(stored_jobs(service)) == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
+    assert in_memory == [TAKE_OVER_JOB]  # every few seconds: kept in memory, not in the database
     nightly, clearing = jobs[NIGHTLY_JOB], jobs[CLEARING_JOB]
     assert nightly.coalesce and clearing.coalesce and nightly.misfire_grace_time > 0
     assert nightly.func is nightly_reconciliation
@@ -405,7 +410,7 @@ def test_the_jobs_are_kept_in_the_database_and_a_restart_does_not_duplicate_them
     for _ in range(2):
         again = build_scheduler(moved, blocking=False)
         again.start(paused=True)
-        restarted = {job.id: job for job in again.get_jobs()}
+        restarted = {job.id: job for job in again.get_jobs(jobstore="default")}
         again.shutdown()
         assert set(restarted) == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
         at = restarted[NIGHTLY_JOB].next_run_time.astimezone(SHANGHAI)
@@ -425,7 +430,8 @@ def test_the_process_catches_up_then_schedules_and_stops_cleanly(
     try:
         outcomes = process.run()
         assert ran(outcomes) == every(payers, days(date(2024, 6, 13), 2))
-        assert scheduler.running and {job.id for job in scheduler.get_jobs()} == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
+        assert scheduler.running
+        assert {job.id for job in scheduler.get_jobs(jobstore="default")} == {NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB}
     finally:
         process.request_stop()
         assert process._stopper is not None
@@ -467,7 +473,8 @@ def test_a_second_application_on_the_same_database_sees_the_same_jobs(service: S
     try:
         scheduler = build_scheduler(other, blocking=False)
         scheduler.start(paused=True)
-        assert sorted(job.id for job in scheduler.get_jobs()) == sorted([NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB])
+        assert sorted(job.id for job in scheduler.get_jobs(jobstore="default")) == sorted(
+            [NIGHTLY_JOB, CLEARING_JOB, PURGE_JOB])
         scheduler.shutdown()
     finally:
         other.dispose()

@@ -120,7 +120,7 @@ def test_control_a_claim_that_never_checks_lets_both_starts_fetch(service: Servi
         check_fetched_once(fetch)
 
 
-def test_a_run_left_running_by_a_crashed_process_is_taken_over_after_two_hours(service: Service) -> None:
+def test_a_run_left_running_by_a_crashed_process_is_taken_over_when_its_lease_expires(service: Service) -> None:
     seed_day(service, DAY, 3, hospitals=1, patients=3)
     payer = new_payer()
     fetch = FakePayer({DAY: day_lines(service, payer, DAY)})
@@ -129,13 +129,14 @@ def test_a_run_left_running_by_a_crashed_process_is_taken_over_after_two_hours(s
     assert first.status == "done" and len(fetch.calls) == 1
     crashed_at = datetime(2024, 6, 15, 2, 0, tzinfo=UTC)
     with service.app.engine.begin() as connection:  # as a process that died while fetching leaves it
-        connection.execute(text("UPDATE reconciliation_runs SET status = 'running', started_at = :at "
-                                "WHERE id = :run").bindparams(bindparam("at", type_=Timestamp)),
-                           {"at": crashed_at, "run": first.run_id})
-    service.clock.now = crashed_at + timedelta(hours=1, minutes=59)
+        connection.execute(text("UPDATE reconciliation_runs SET status = 'running', started_at = :at, "
+                                "heartbeat_at = :at, holder = 'elsewhere:1:x' WHERE id = :run").bindparams(
+                                    bindparam("at", type_=Timestamp)), {"at": crashed_at, "run": first.run_id})
+    service.clock.now = crashed_at + timedelta(seconds=29)  # its lease (30 s) is live: left to it
     waiting = runs.run(payer.code, DAY)
     assert waiting.already_running and waiting.status == "running" and len(fetch.calls) == 1
-    service.clock.now = crashed_at + timedelta(hours=2, minutes=1)
+    assert waiting.held_by == "elsewhere:1:x"
+    service.clock.now = crashed_at + timedelta(seconds=31)  # expired: taken over at once (it was two hours)
     taken = runs.run(payer.code, DAY)
     assert not taken.already_running and taken.status == "done" and len(fetch.calls) == 2
     assert taken.run_id == first.run_id and len(run_records(service, payer.code)) == 1

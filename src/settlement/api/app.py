@@ -334,7 +334,8 @@ def create_app(application: Application) -> FastAPI:
             payers = load_payers(settings.payers_file)
         except PayersError as error:
             raise ServiceError(ServiceCode.REQUEST_MALFORMED, f"the payers configuration is invalid: {error}") from None
-        return Reconciler(context, payers, settings.inbox_dir, timedelta(seconds=settings.timing_window_seconds))
+        return Reconciler(context, payers, settings.inbox_dir, timedelta(seconds=settings.timing_window_seconds),
+                          lease=timedelta(seconds=settings.lease_seconds))
 
     @app.get("/v1/finance/discrepancies", tags=["finance"], responses=ERRORS)
     def discrepancies(

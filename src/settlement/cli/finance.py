@@ -28,6 +28,7 @@ clearing_app = typer.Typer(help="Monthly clearing statements: what each fund owe
                            no_args_is_help=True)
 app.add_typer(clearing_app, name="clearing")
 
+EXIT_HELD = 5  # another process holds the run's lease: nothing was done
 DateOption = Annotated[str | None, typer.Option("--date", help="business date YYYY-MM-DD (default: yesterday, "
                                                                "Asia/Shanghai)")]
 
@@ -58,7 +59,8 @@ def _reconciler() -> tuple[Application, Reconciler]:
         errors.print(f"[bold red]PAYERS_INVALID[/]: {escape(str(error))}", highlight=False)
         raise typer.Exit(3) from None
     return application, Reconciler(application.context, payers, settings.inbox_dir,
-                                   timedelta(seconds=settings.timing_window_seconds))
+                                   timedelta(seconds=settings.timing_window_seconds),
+                                   lease=timedelta(seconds=settings.lease_seconds))
 
 
 @reconcile_app.command("run")
@@ -87,6 +89,13 @@ def reconcile_run(
     else:
         _print_result(result.as_dict())
     application.dispose()
+    if result.already_running:
+        errors.print(f"[bold red]RUN_HELD[/]: the reconciliation of {escape(payer)} for {business_date} is being "
+                     f"worked by {escape(result.held_by or 'another process')} (its lease renewed at "
+                     f"{result.renewed_at.isoformat() if result.renewed_at else '-'}); nothing was done. Run it again "
+                     "once that process has finished, or, if it died, once its lease has expired "
+                     f"({application.settings.lease_seconds} s without renewal).", highlight=False)
+        raise typer.Exit(EXIT_HELD)
     if result.status == "failed":
         raise typer.Exit(4)
 

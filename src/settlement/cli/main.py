@@ -548,18 +548,23 @@ def scheduler(
 ) -> None:
     """Run the scheduler process (never inside the API workers): nightly reconciliation of the previous business
     day at SETTLEMENT_RECONCILE_AT (Asia/Shanghai) for every payer, monthly clearing on the 1st at 03:00, and the
-    catch-up of runs missed while it was down (at start and daily). Stops cleanly on SIGTERM or Ctrl-C."""
+    catch-up of runs missed while it was down (at start and daily). Of several schedulers on one database one
+    leads (a lease), the others wait and take over when it stops renewing it. Stops cleanly on SIGTERM or Ctrl-C;
+    exits 3 if another scheduler took its lease."""
     import logging
+    from datetime import timedelta
 
     from settlement.insurers.config import PayersError
-    from settlement.jobs.scheduler import Jobs, SchedulerProcess, build_scheduler
+    from settlement.jobs.scheduler import EXIT_LEASE_LOST, LEADER_LEASE, Jobs, SchedulerProcess, build_scheduler
+    from settlement.services.leases import NamedLease
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _refuse_missing_data()
     application = _application()
     try:
         jobs = Jobs.for_application(application)
-        process = SchedulerProcess(jobs, build_scheduler(application))
+        process = SchedulerProcess(jobs, build_scheduler(application), leader=NamedLease(
+            application.context, LEADER_LEASE, timedelta(seconds=application.settings.lease_seconds)))
     except (PayersError, ValueError) as error:
         application.dispose()
         errors.print(f"[bold red]SETTINGS_INVALID[/]: {escape(str(error))}", highlight=False)
@@ -572,6 +577,8 @@ def scheduler(
         outcomes = process.run(once=once)
     finally:
         application.dispose()
+    if process.lost:
+        raise typer.Exit(EXIT_LEASE_LOST)
     ran = [outcome for outcome in outcomes if outcome.action == "ran"]
     if once:
         for outcome in ran:

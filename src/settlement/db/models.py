@@ -370,6 +370,20 @@ class ReconciliationRun(Base):
     discrepancies: Mapped[int] = mapped_column(Integer, default=0)
     totals: Mapped[str] = mapped_column(Text, default="[]")  # JSON: per fund and hospital, both sides
     error: Mapped[str | None] = mapped_column(Text)
+    # The lease of the process working the run (revision 0012): who, and when it last said it still works it.
+    holder: Mapped[str | None] = mapped_column(String(96))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Lease(Base):
+    """A lease by name (the scheduler's: which process runs the jobs), renewed by its holder; a lease not renewed
+    for longer than its length may be taken by another."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(96))
+    acquired_at: Mapped[datetime] = mapped_column(Timestamp)
+    renewed_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class StatementRow(Base):

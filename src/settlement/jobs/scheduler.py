@@ -9,14 +9,22 @@ updates them instead of adding copies:
 - monthly clearing of the previous month on the 1st at 03:00 (Asia/Shanghai);
 - the purge of the SOAP envelope log's rows past their retention, nightly at 04:30 (Asia/Shanghai).
 
-Catch-up (when the process starts, and daily after the nightly run): every business date of the last
-settings.catch_up_days days whose nightly time has passed, for every payer, whose run is not done (none recorded,
-failed, or crashed while running), and the last month whose clearing time has passed if its clearing is not
-done. What decides whether anything runs is the run records, not the scheduler: APScheduler 3 does not
-coordinate schedulers sharing a job store, so two scheduler processes both fire the nightly job. Before a run,
-a scheduler takes the (payer, date) record with one conditional statement that refuses a done run and one held
-by another process (Jobs.reserve); Reconciler.run then claims it with its own conditional UPDATE. So of two
-schedulers at once exactly one fetches and compares each date, and a done run is never run again by them.
+Catch-up (when the process starts or takes the lead, and daily after the nightly run): every business date of the
+last settings.catch_up_days days whose nightly time has passed, for every payer, whose run is not done (none
+recorded, failed, or abandoned: its holder stopped renewing its lease), and the last month whose clearing time
+has passed if its clearing is not done. Every few seconds the leading scheduler also takes over any run of the
+window whose lease expired (a process killed while it worked one).
+
+Several schedulers may run on one database (one per host): they share a lease named "scheduler" (table leases),
+and only its holder runs the jobs; the others wait, asking for the lease every few seconds, and the first to find
+it expired (its holder killed, frozen or cut off) takes the lead and catches up. A scheduler that finds its lease
+taken (it was frozen for longer than the lease) stops with exit status 3 and is restarted as a standby.
+
+What decides whether a run is done is still the run records: before a run, a scheduler takes the (payer, date)
+record with one conditional statement that refuses a done run and one held under a live lease by another process
+(Jobs.reserve); Reconciler.run then claims it with its own conditional UPDATE. So a manual `reconcile run` beside
+the scheduler, or two schedulers during a hand-over, fetch and compare each date once, and a done run is never run
+again by them.
 
 "Today" comes from the application's clock (context.clock), so tests move time instead of waiting.
 """
@@ -38,11 +46,13 @@ from typing import Any, cast
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED  # type: ignore[import-untyped]
 from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
+from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-untyped]
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # type: ignore[import-untyped]
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.schedulers.base import BaseScheduler  # type: ignore[import-untyped]
 from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -51,7 +61,8 @@ from settlement.db.models import ClearingRun, ReconciliationRun
 from settlement.domain.claim import SHANGHAI
 from settlement.insurers.config import load_payers
 from settlement.services.context import Context
-from settlement.services.reconciliation import STALE_RUN, Reconciler
+from settlement.services.leases import Heartbeat, NamedLease, renewal_interval
+from settlement.services.reconciliation import Reconciler
 from settlement.services.soap_access import purge_exchanges
 
 log = logging.getLogger("settlement.jobs")
@@ -63,6 +74,9 @@ CLEARING_JOB = "monthly-clearing"
 CLEARING_AT = time(3, 0)  # on the 1st of the month, Asia/Shanghai: after the month's last nightly reconciliation
 PURGE_JOB = "soap-exchange-purge"
 PURGE_AT = time(4, 30)  # nightly, Asia/Shanghai: after the reconciliation and the clearing
+TAKE_OVER_JOB = "take-over-expired-runs"  # every few seconds, in memory: runs whose holder stopped renewing
+LEADER_LEASE = "scheduler"
+EXIT_LEASE_LOST = 3
 # A job that could not fire on time (process busy or suspended) still runs within this many seconds, once
 # (coalesce); a longer outage is handled by the catch-up when the process starts again.
 MISFIRE_GRACE_SECONDS = 3600
@@ -125,6 +139,8 @@ class RunState:
     status: str  # pending | running | done | failed
     started_at: datetime | None
     finished_at: datetime | None
+    holder: str | None = None  # the process holding its lease (pending or running)
+    heartbeat_at: datetime | None = None  # when it last renewed it
 
 
 def default_clearing() -> Clearing | None:
@@ -166,7 +182,8 @@ class Jobs:
     def for_application(cls, app: Application, **overrides: Any) -> Jobs:
         settings = app.settings
         reconciler = Reconciler(app.context, load_payers(settings.payers_file), settings.inbox_dir,
-                                timedelta(seconds=settings.timing_window_seconds))
+                                timedelta(seconds=settings.timing_window_seconds),
+                                lease=timedelta(seconds=settings.lease_seconds))
         options: dict[str, Any] = {"reconcile_at": parse_time(settings.reconcile_at),
                                    "catch_up_days": settings.catch_up_days,
                                    "exchange_retention_days": settings.soap_exchange_retention_days, **overrides}
@@ -206,9 +223,10 @@ class Jobs:
         """The run record of a payer's business date, or None when there is none."""
         runs = ReconciliationRun
         with self.context.uow() as tx:
-            row = tx.session.execute(select(runs.status, runs.started_at, runs.finished_at)
+            row = tx.session.execute(select(runs.status, runs.started_at, runs.finished_at, runs.holder,
+                                            runs.heartbeat_at)
                                      .where(runs.payer == payer, runs.business_date == day)).first()
-        return None if row is None else RunState(row[0], row[1], row[2])
+        return None if row is None else RunState(row[0], row[1], row[2], row[3], row[4])
 
     def clearing_status(self, month: str) -> str | None:
         with self.context.uow() as tx:
@@ -223,16 +241,17 @@ class Jobs:
 
         The check and the taking are one statement, so of two schedulers at once one takes the date: a missing
         record is inserted as pending (of two inserts one fails on the unique key); a failed record, or one left
-        pending or running by a crashed process (older than STALE_RUN), is taken by setting its finished_at to
+        pending or running by a process that stopped renewing its lease, is taken by setting its finished_at to
         now where it is before `since`, the start of this pass (of two such updates one matches; a record
         finished or taken since then is another process's attempt of this very pass and is left to the next
-        catch-up). Its status stays as it is, so that Reconciler.run claims it as it would anyway: a failed or
-        abandoned attempt is asked again under its request id. Without this a check followed by run() lets a
-        scheduler that saw the date not done claim it again after another has finished it (the claim refuses
-        only a running record).
+        catch-up). Either way the record's lease becomes this scheduler's reconciler's. Its status stays as it
+        is, so that Reconciler.run claims it as it would anyway: a failed or abandoned attempt is asked again under
+        its request id. Without this a check followed by run() lets a scheduler that saw the date not done claim it
+        again after another has finished it (the claim refuses only a run held under a live lease).
         """
         now = self.context.clock()
         runs = ReconciliationRun
+        holder = self.reconciler.holder
         try:
             with self.context.uow() as tx:
                 taken = tx.session.execute(
@@ -240,9 +259,9 @@ class Jobs:
                         runs.payer == payer, runs.business_date == day,
                         or_(runs.status == "failed",
                             and_(runs.status.in_(("pending", "running")),
-                                 or_(runs.started_at.is_(None), runs.started_at < now - STALE_RUN))),
+                                 or_(runs.heartbeat_at.is_(None), runs.heartbeat_at < now - self.lease))),
                         or_(runs.finished_at.is_(None), runs.finished_at < since))
-                    .values(finished_at=now).returning(runs.id)
+                    .values(finished_at=now, holder=holder, heartbeat_at=now).returning(runs.id)
                     .execution_options(synchronize_session=False)).first()
                 if taken is None:
                     if tx.session.execute(select(runs.id).where(runs.payer == payer, runs.business_date == day)
@@ -250,7 +269,8 @@ class Jobs:
                         return False
                     tx.session.add(runs(payer=payer, business_date=day, status="pending", request_id="",
                                         started_at=now, attempts=0, engine_count=0, engine_total_fen=0,
-                                        payer_count=0, payer_total_fen=0, discrepancies=0, totals="[]"))
+                                        payer_count=0, payer_total_fen=0, discrepancies=0, totals="[]",
+                                        holder=holder, heartbeat_at=now))
                     tx.session.flush()
                 tx.commit()
         except IntegrityError:
@@ -264,9 +284,9 @@ class Jobs:
         state = self.reconciliation_state(payer, day)
         if state is not None and state.status == "done":
             return Outcome("reconciliation", payer, day, "skipped", "done", "already done")
-        if state is not None and state.status in ("pending", "running") and not self._stale(state.started_at):
-            log.info("reconciliation of %s for %s: %s elsewhere since %s, left to it", payer, day, state.status,
-                     state.started_at)
+        if state is not None and state.status in ("pending", "running") and not self._expired(state):
+            log.info("reconciliation of %s for %s: %s elsewhere since %s (lease held by %s, renewed at %s), left to "
+                     "it", payer, day, state.status, state.started_at, state.holder, state.heartbeat_at)
             return Outcome("reconciliation", payer, day, "skipped", "running", "running elsewhere")
         if state is not None and state.status == "failed" and state.finished_at is not None \
                 and state.finished_at >= since:
@@ -274,7 +294,8 @@ class Jobs:
                      "or to the next catch-up", payer, day, state.finished_at)
             return Outcome("reconciliation", payer, day, "skipped", "failed", "tried elsewhere during this pass")
         if state is not None and state.status in ("pending", "running"):
-            why = f"{why}; the run started at {state.started_at} did not finish (taken over)"
+            why = (f"{why}; the run started at {state.started_at} did not finish: its holder {state.holder} last "
+                   f"renewed its lease at {state.heartbeat_at} (taken over)")
         elif state is not None:
             why = f"{why}; the last run {state.status}"
         if not self.reserve(payer, day, since):
@@ -325,8 +346,31 @@ class Jobs:
         return Outcome("exchange-purge", "soap_exchanges", None, "ran", "done",
                        f"{purged.rows} rows recorded before {purged.cutoff.isoformat()}")
 
-    def _stale(self, started_at: datetime | None) -> bool:
-        return started_at is None or started_at < self.context.clock() - STALE_RUN
+    @property
+    def lease(self) -> timedelta:
+        return self.reconciler.lease
+
+    def _expired(self, state: RunState) -> bool:
+        """Whether the run's holder stopped renewing its lease (none recorded: an earlier version's run)."""
+        return state.heartbeat_at is None or state.heartbeat_at < self.context.clock() - self.lease
+
+    def take_over_expired(self) -> list[Outcome]:
+        """Every run of the catch-up window left pending or running by a holder that stopped renewing its lease,
+        run again now (taking over its request id)."""
+        now = self.context.clock()
+        runs = ReconciliationRun
+        days = self.due_dates(now)
+        if not days:
+            return []
+        with self.context.uow() as tx:
+            abandoned = tx.session.execute(
+                select(runs.payer, runs.business_date).where(
+                    runs.business_date >= days[0], runs.payer.in_(self.payers),
+                    runs.status.in_(("pending", "running")),
+                    or_(runs.heartbeat_at.is_(None), runs.heartbeat_at < now - self.lease))
+                .order_by(runs.business_date, runs.payer)).all()
+        return [self.reconcile(payer, day, "its holder stopped renewing its lease", now)
+                for payer, day in abandoned if not self.stop.is_set()]
 
     # The jobs
 
@@ -406,13 +450,19 @@ def soap_exchange_purge() -> None:
     active().purge_exchanges()
 
 
+def take_over_expired_runs() -> None:
+    active().take_over_expired()
+
+
 def build_scheduler(app: Application, *, blocking: bool = True) -> BaseScheduler:
     """A scheduler with its job store in the application's database and its three jobs (replace_existing: a
-    restart updates the stored jobs, never adds copies). Jobs run one at a time in one worker thread."""
+    restart updates the stored jobs, never adds copies), and in memory the take-over of abandoned runs every
+    renewal interval. Jobs run one at a time in one worker thread."""
     reconcile_at = parse_time(app.settings.reconcile_at)
     kind = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = kind(
-        jobstores={"default": SQLAlchemyJobStore(engine=app.engine, tablename=JOBS_TABLE)},
+        jobstores={"default": SQLAlchemyJobStore(engine=app.engine, tablename=JOBS_TABLE),
+                   "memory": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
         timezone=TIMEZONE,
@@ -427,16 +477,27 @@ def build_scheduler(app: Application, *, blocking: bool = True) -> BaseScheduler
     scheduler.add_job(f"{__name__}:soap_exchange_purge",
                       CronTrigger(hour=PURGE_AT.hour, minute=PURGE_AT.minute, timezone=TIMEZONE),
                       id=PURGE_JOB, name="purge of the SOAP envelope log past its retention", replace_existing=True)
+    scheduler.add_job(f"{__name__}:take_over_expired_runs",
+                      IntervalTrigger(seconds=renewal_interval(timedelta(seconds=app.settings.lease_seconds))),
+                      id=TAKE_OVER_JOB, name="take-over of runs whose holder stopped renewing its lease",
+                      jobstore="memory", misfire_grace_time=None)
     return scheduler
 
 
 class SchedulerProcess:
     """The catch-up, then the scheduler until SIGTERM or SIGINT: the run in progress finishes, no other starts,
-    and the scheduler shuts down (a second signal stops at once)."""
+    and the scheduler shuts down (a second signal stops at once).
 
-    def __init__(self, jobs: Jobs, scheduler: BaseScheduler) -> None:
+    With a leader lease (the `settlement scheduler` command), the process first waits as a standby until it holds
+    the lease, renews it while it runs, and gives it up when it stops; if it finds the lease taken (it did not renew
+    it in time), it stops (`lost`) so that it cannot run a job beside the new leader."""
+
+    def __init__(self, jobs: Jobs, scheduler: BaseScheduler, leader: NamedLease | None = None) -> None:
         self.jobs = jobs
         self.scheduler = scheduler
+        self.leader = leader
+        self.lost = False  # the lease was taken by another scheduler while this one held it
+        self._heartbeat: Heartbeat | None = None
         self._stopper: threading.Thread | None = None
         self._lock = threading.Lock()
         # start() blocks until shut down (BackgroundScheduler subclasses BlockingScheduler but does not block)
@@ -458,8 +519,46 @@ class SchedulerProcess:
         """In a thread of its own, not in the signal handler: shutting down waits for the running job."""
         with self._lock:
             if self._stopper is None:
-                self._stopper = threading.Thread(target=self.scheduler.shutdown, name="scheduler-stop", daemon=True)
+                self._stopper = threading.Thread(target=self._stop_all, name="scheduler-stop", daemon=True)
                 self._stopper.start()
+
+    def _stop_all(self) -> None:
+        self.scheduler.shutdown()
+        self._step_down()
+
+    def _step_down(self) -> None:
+        """Stop renewing the lease and give it up (unless it was taken): a standby takes the lead at once."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.__exit__(None, None, None)
+            if self.leader is not None and not self.lost:
+                self.leader.release()
+                log.info("gave up the scheduler's lease")
+
+    def _lease_lost(self) -> None:
+        log.error("another scheduler took this one's lease (it was not renewed within %s): stopping",
+                  self.leader.length if self.leader else "-")
+        self.lost = True
+        self.request_stop()
+
+    def _lead(self) -> bool:
+        """Wait as a standby until this process holds the scheduler's lease; False when stopped first."""
+        if self.leader is None:
+            return True
+        waiting = False
+        while not self.jobs.stop.is_set():
+            if self.leader.acquire():
+                log.info("leading: this scheduler (%s) holds the lease and runs the jobs", self.leader.holder)
+                self._heartbeat = Heartbeat(self.leader.renew, renewal_interval(self.leader.length), "the scheduler",
+                                            on_lost=self._lease_lost).__enter__()
+                return True
+            if not waiting:
+                current = self.leader.current()
+                log.info("standby: the scheduler %s leads (lease renewed at %s); this one takes over when it stops "
+                         "renewing", current.holder if current else "-", current.renewed_at if current else "-")
+                waiting = True
+            self.jobs.stop.wait(renewal_interval(self.leader.length))
+        return False
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -475,20 +574,29 @@ class SchedulerProcess:
 
     def run(self, *, once: bool = False) -> list[Outcome]:
         """The start-up catch-up, then (unless once) the scheduler: blocks until stopped with a BlockingScheduler,
-        returns once started with a BackgroundScheduler (stop it with request_stop)."""
+        returns once started with a BackgroundScheduler (stop it with request_stop). With a leader lease, waits
+        as a standby first (not with once: a one-off catch-up is guarded by the runs' own leases)."""
         activate(self.jobs)
         with self._signals():
-            outcomes = self.jobs.catch_up()
-            if once or self.jobs.stop.is_set():
-                return outcomes
-            self.scheduler.add_listener(self._started, EVENT_SCHEDULER_STARTED)
-            self.scheduler.start()  # a BlockingScheduler returns when it has been shut down
+            if not once and not self._lead():
+                return []
+            try:
+                outcomes = self.jobs.catch_up()
+                if once or self.jobs.stop.is_set():
+                    self._step_down()
+                    return outcomes
+                self.scheduler.add_listener(self._started, EVENT_SCHEDULER_STARTED)
+                self.scheduler.start()  # a BlockingScheduler returns when it has been shut down
+            except BaseException:
+                self._step_down()
+                raise
         if not self._blocking:
             if self.jobs.stop.is_set():  # a stop between the catch-up and the start
                 self._shut_down()
             return outcomes
         if self._stopper is not None:
             self._stopper.join()
+        self._step_down()
         return outcomes
 
     def _started(self, _event: object) -> None:

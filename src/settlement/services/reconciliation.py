@@ -2,8 +2,12 @@
 
 A run is one record per (payer, business date). Claiming it is one conditional UPDATE, so of two runs started at
 once exactly one works and the other reports the run in progress; running it again recomputes into the same record
-(no duplicate discrepancies). The payer's statement is stored first, in a transaction of its own (binary COPY on
-PostgreSQL), and counted as its rows pass: its totals per fund and hospital and whether any key repeats. The
+(no duplicate discrepancies). The process working a run holds it by a lease (settlement.services.leases): it
+renews the record's heartbeat every few seconds, and a run whose holder stopped renewing is taken over at once by
+the next start; each of the run's writes first checks the lease is still its own.
+
+The payer's statement is stored first, in a transaction of its own (binary COPY on PostgreSQL), and counted as its
+rows pass: its totals per fund and hospital and whether any key repeats. The
 comparison is then set-based SQL over the whole day: totals per fund and hospital first (the ledger's from the
 ledger alone; the statement's as counted, or summed per key in SQL when a key repeats), then, only where totals
 differ, one full outer join of the ledger's entries with the statement's rows on (settlement, entry, fund), the
@@ -35,10 +39,10 @@ from settlement.insurers.config import PayerConfig
 from settlement.insurers.statements import StatementError, StatementLine
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
+from settlement.services.leases import DEFAULT_LEASE, Heartbeat, renewal_interval, this_process
 
 log = logging.getLogger("settlement.reconciliation")
 KIND_CODES = {"payer_only": 1, "engine_only": 2, "amount_differs": 3}
-STALE_RUN = timedelta(hours=2)  # a run "running" for longer than this crashed: it may be taken over
 Fetch = Callable[[PayerConfig, date, str, Path], list[StatementLine]]
 Progress = Callable[[str], None]
 
@@ -230,13 +234,21 @@ class RunResult:
     totals: list[dict[str, Any]] = field(default_factory=list)
     already_running: bool = False
     error: str | None = None
+    held_by: str | None = None  # the process holding the run's lease, when it is running
+    renewed_at: datetime | None = None  # when that process last renewed it
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "payer": self.payer, "business_date": self.business_date.isoformat(),
                 "status": self.status, "engine_count": self.engine_count, "engine_total": self.engine_total,
                 "payer_count": self.payer_count, "payer_total": self.payer_total,
                 "discrepancies": self.discrepancies, "totals": self.totals, "already_running": self.already_running,
-                "error": self.error}
+                "error": self.error, "held_by": self.held_by,
+                "renewed_at": self.renewed_at.isoformat() if self.renewed_at else None}
+
+
+class LeaseLost(Exception):
+    """Another process took the run over (this one stopped renewing its lease for too long): what this one found
+    is not recorded."""
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -248,12 +260,16 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 class Reconciler:
     def __init__(self, context: Context, payers: dict[str, PayerConfig], inbox: Path,
-                 timing_window: timedelta = timedelta(minutes=10), fetch: Fetch = statements.fetch) -> None:
+                 timing_window: timedelta = timedelta(minutes=10), fetch: Fetch = statements.fetch,
+                 lease: timedelta = DEFAULT_LEASE) -> None:
         self.context = context
         self.payers = payers
         self.inbox = inbox
         self.timing_window = timing_window
         self.fetch = fetch
+        self.lease = lease
+        # Who holds the runs this reconciler works: the process, and this reconciler in it.
+        self.holder = f"{this_process()}/{secrets.token_hex(2)}"
 
     def payer(self, code: str) -> PayerConfig:
         found = self.payers.get(code)
@@ -264,7 +280,8 @@ class Reconciler:
     # Claiming the run
 
     def _claim(self, payer: PayerConfig, day: date) -> tuple[int, str] | None:
-        """(run id, request id) when this process may work the run; None when another is working it."""
+        """(run id, request id) when this process may work the run; None when another holds its lease. A run
+        pending or running under a lease not renewed within its length was abandoned: it is taken over."""
         now = self.context.clock()
         for _ in range(2):
             try:
@@ -284,13 +301,15 @@ class Reconciler:
                     request_id = f"{payer.code}-{day:%Y%m%d}-{secrets.token_hex(4)}"
                     claimed = connection.execute(text(
                         "UPDATE reconciliation_runs SET status = 'running', attempts = attempts + 1, "
-                        "started_at = :now, error = NULL, request_id = CASE WHEN status IN ('failed', 'running') "
+                        "started_at = :now, error = NULL, holder = :holder, heartbeat_at = :now, "
+                        "request_id = CASE WHEN status IN ('failed', 'running') "
                         "AND request_id <> '' THEN request_id ELSE :request_id END "
                         "WHERE payer = :payer AND business_date = :day "
-                        "AND (status <> 'running' OR started_at < :stale) RETURNING id, request_id").bindparams(
-                            bindparam("now", type_=Timestamp), bindparam("stale", type_=Timestamp)),
-                        {"now": now, "stale": now - STALE_RUN, "request_id": request_id, "payer": payer.code,
-                         "day": day}).first()
+                        "AND (status NOT IN ('pending', 'running') OR holder = :holder OR heartbeat_at IS NULL "
+                        "OR heartbeat_at < :expired) RETURNING id, request_id").bindparams(
+                            bindparam("now", type_=Timestamp), bindparam("expired", type_=Timestamp)),
+                        {"now": now, "expired": now - self.lease, "request_id": request_id, "payer": payer.code,
+                         "day": day, "holder": self.holder}).first()
                     tx.commit()
                     return (int(claimed[0]), str(claimed[1])) if claimed is not None else None
             except IntegrityError:
@@ -305,29 +324,67 @@ class Reconciler:
         say = progress or (lambda _: None)
         claimed = self._claim(payer, day)
         if claimed is None:
-            result = self.result(payer.code, day)
-            result.already_running = True
-            return result
+            return self._held_elsewhere(payer.code, day)
         run_id, request_id = claimed
+        with Heartbeat(lambda: self._renew(run_id), renewal_interval(self.lease),
+                       f"the reconciliation of {payer.code} for {day}"):
+            try:
+                self._work(run_id, request_id, payer, day, say)
+            except LeaseLost:
+                log.warning("reconciliation of %s for %s: taken over by another process while this one worked; "
+                            "its findings are not recorded", payer.code, day)
+                return self._held_elsewhere(payer.code, day)
+        return self.result(payer.code, day)
+
+    def _work(self, run_id: int, request_id: str, payer: PayerConfig, day: date, say: Progress) -> None:
         say(f"fetching the statement of {payer.code} for {day} (request {request_id})")
         try:
             lines = self.fetch(payer, day, request_id, self.inbox)
         except StatementError as error:
             self._fail(run_id, str(error))
-            return self.result(payer.code, day)
+            return
         except Exception as error:
             self._fail(run_id, f"unexpected {type(error).__name__}")
             raise
         say(f"comparing {len(lines)} statement rows with the ledger")
         try:
             self._compare(run_id, payer, day, lines, say)
+        except LeaseLost:
+            raise
         except Exception as error:
             self._fail(run_id, f"unexpected {type(error).__name__}")
             raise
-        return self.result(payer.code, day)
+
+    def _held_elsewhere(self, payer_code: str, day: date) -> RunResult:
+        result = self.result(payer_code, day)
+        result.already_running = True
+        with self.context.uow() as tx:
+            row = tx.session.connection().execute(text(
+                "SELECT holder, heartbeat_at FROM reconciliation_runs WHERE id = :run"), {"run": result.run_id}).first()
+        if row is not None:
+            result.held_by, result.renewed_at = row[0], _instant(row[1])
+        return result
+
+    def _renew(self, run_id: int) -> bool:
+        """The run's lease renewed; False when another process holds it now."""
+        with self.context.uow() as tx:
+            renewed = self._fence(tx.session.connection(), run_id)
+            tx.commit()
+        return renewed
+
+    def _fence(self, connection: Connection, run_id: int) -> bool:
+        """Renew the lease within a transaction that writes the run's results: True when it is still this
+        reconciler's. On PostgreSQL the record stays locked until the transaction ends, so no takeover slips in
+        between."""
+        return connection.execute(text(
+            "UPDATE reconciliation_runs SET heartbeat_at = :now WHERE id = :run AND holder = :holder "
+            "AND status = 'running'").bindparams(bindparam("now", type_=Timestamp)),
+            {"now": self.context.clock(), "run": run_id, "holder": self.holder}).rowcount == 1
 
     def _fail(self, run_id: int, reason: str) -> None:
         with self.context.uow() as tx:
+            if not self._fence(tx.session.connection(), run_id):
+                raise LeaseLost
             tx.session.connection().execute(text(
                 "UPDATE reconciliation_runs SET status = 'failed', error = :error, finished_at = :now "
                 "WHERE id = :run").bindparams(bindparam("now", type_=Timestamp)),
@@ -345,6 +402,8 @@ class Reconciler:
         # that fails later keeps it, and a rerun replaces it); its totals are counted on the way.
         with self.context.uow() as tx:
             connection = tx.session.connection()
+            if not self._fence(connection, run_id):
+                raise LeaseLost
             connection.execute(text("DELETE FROM statement_rows WHERE run_id = :run"), {"run": run_id})
             tally = _insert_statement(connection, run_id, lines)
             postgres = connection.dialect.name == "postgresql"
@@ -359,6 +418,8 @@ class Reconciler:
         say("totals per fund and hospital")
         with self.context.uow() as tx:
             connection = tx.session.connection()
+            if not self._fence(connection, run_id):
+                raise LeaseLost
             if connection.dialect.name == "postgresql":
                 # JIT compiling the day's big statements costs more than it saves at this size.
                 connection.execute(text("SET LOCAL jit = off"))
