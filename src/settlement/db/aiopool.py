@@ -13,6 +13,7 @@ import weakref
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from sqlalchemy.engine import make_url
 
@@ -26,6 +27,16 @@ PROBE_TIMEOUT_SECONDS = 2
 POOL_TIMEOUT_SECONDS = 30.0
 # Once the server was found out of reach, how often it is asked again (a connection attempt) until it answers.
 OUTAGE_PROBE_SECONDS = 0.25
+
+
+def conninfo_of(url: str) -> str:
+    """The libpq connection string of a database URL, read as the blocking engine's driver reads it: so that what
+    SQLAlchemy accepts works here too, several hosts included (host=a:5432&host=b:5433 as SQLAlchemy writes them,
+    or host=a,b&port=5432,5433 as libpq does) with target_session_attrs=read-write to find the primary."""
+    parsed = make_url(url).set(drivername="postgresql+psycopg")
+    _, arguments = parsed.get_dialect()().create_connect_args(parsed)
+    arguments.pop("context", None)
+    return make_conninfo(**{name: str(value) for name, value in arguments.items()})
 
 
 class DatabaseUnreachable(psycopg.OperationalError):
@@ -46,8 +57,7 @@ class AsyncPool:
     are closed too)."""
 
     def __init__(self, url: str, *, size: int, options: str, connect_timeout: int = PROBE_TIMEOUT_SECONDS) -> None:
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._conninfo = conninfo
+        self._conninfo = conninfo_of(url)
         self._size = size
         self._options = options
         self._connect_timeout = connect_timeout
