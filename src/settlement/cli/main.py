@@ -29,7 +29,7 @@ app = typer.Typer(help="Medical-aid one-stop settlement engine.", no_args_is_hel
 tariffs_app = typer.Typer(help="Tariff versions: validate, import, diff, approve, activate, simulate.",
                           no_args_is_help=True)
 app.add_typer(tariffs_app, name="tariffs")
-db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations, backups.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 roster_app = typer.Typer(help="The assistance roster.", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
@@ -591,6 +591,7 @@ def scheduler(
 
 
 # Finance staff's commands (reconcile, discrepancies, clearing) register themselves on `app`.
+from settlement.cli import backup as _backup  # noqa: E402, F401
 from settlement.cli import finance as _finance  # noqa: E402, F401
 from settlement.cli import keys as _keys  # noqa: E402, F401
 from settlement.cli import tariffs as _tariffs  # noqa: E402, F401
