@@ -6,11 +6,10 @@ never answers: a statement's timeout is the server's to enforce, and the kernel 
 nothing on the client's side ends the wait. Without this a request hung as long as the database stalled, and
 readiness never said 503.
 
-The request runs in a task of its own. When its deadline passes before an answer has begun, the task is cancelled
-and left to end by itself (psycopg cancels a statement in flight on the server, which can take a few seconds more;
-a thread in a blocking call ends when the call does), and the caller gets 503 DATABASE_UNAVAILABLE with
-Retry-After: the outcome is unknown (the work may still commit), and resending under the same key is safe. An
-answer already begun is let finish.
+When a request's deadline passes before its answer has begun, the caller gets 503 DATABASE_UNAVAILABLE with
+Retry-After at once, and the request is left to end by itself when the database answers (a statement waiting on a
+stalled server, a thread in a blocking call): the outcome is unknown (the work may still commit), and resending
+under the same key is safe. An answer already begun is let finish.
 """
 
 from __future__ import annotations
@@ -59,41 +58,58 @@ def late_answer(path: str, seconds: float) -> Response:
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers={"Retry-After": "1"})
 
 
+class _Exchange:
+    __slots__ = ("expired", "started")
+
+    def __init__(self) -> None:
+        self.started = False  # the request's own answer has begun
+        self.expired = False  # the deadline answered instead
+
+
 class RequestDeadline:
+    """A timer per request (no task of its own: the settle path stays as cheap as it was); when it fires before the
+    answer has begun, the 503 is sent from a task of its own, and whatever the request says later goes nowhere."""
+
     def __init__(self, app: ASGIApp, deadline: Deadlines) -> None:
         self.app = app
         self.deadline = deadline
-        self._abandoned: set[asyncio.Task[None]] = set()
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         seconds = self.deadline(scope["path"]) if scope["type"] == "http" else None
         if seconds is None:
             await self.app(scope, receive, send)
             return
-        started = expired = False
+        exchange = _Exchange()
+        loop = asyncio.get_running_loop()
+        answering: list[asyncio.Task[None]] = []
+
+        def expire() -> None:
+            if exchange.started:
+                return
+            exchange.expired = True
+            log.warning("%s %s passed its deadline of %g s: answered 503 (outcome unknown)", scope.get("method", "-"),
+                        scope["path"], seconds)
+            task = loop.create_task(late_answer(scope["path"], seconds)(scope, receive, send))
+            self._answering.add(task)  # kept referenced until sent
+            task.add_done_callback(self._answering.discard)
+            answering.append(task)
 
         async def guarded(message: Message) -> None:
-            nonlocal started
-            if expired:  # answered by the deadline: what the abandoned request says goes nowhere
+            if exchange.expired:  # answered by the deadline: what the request says now goes nowhere
                 return
             if message["type"] == "http.response.start":
-                started = True
+                exchange.started = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, guarded))
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if done or started:
-            await task  # its answer, or its exception for the handlers outside
-            return
-        expired = True
-        task.cancel()
-        self._abandoned.add(task)  # kept referenced until it has ended
-        task.add_done_callback(self._ended)
-        log.warning("%s %s passed its deadline of %g s: answered 503 (outcome unknown)", scope.get("method", "-"),
-                    scope["path"], seconds)
-        await late_answer(scope["path"], seconds)(scope, receive, send)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        self._abandoned.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.info("a request abandoned at its deadline ended with %s", type(task.exception()).__name__)
+        timer = loop.call_later(seconds, expire)
+        try:
+            await self.app(scope, receive, guarded)
+        except Exception as error:
+            if not exchange.expired:
+                raise
+            log.info("a request answered at its deadline then ended with %s", type(error).__name__)
+        finally:
+            timer.cancel()
+        for task in answering:  # the 503 fully sent before the request is done with
+            await task
