@@ -4,7 +4,7 @@ process holds a lease of its own (table leases, one row per name), so that of se
 exactly one runs the jobs, and another takes over when it stops renewing.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0012'
-down_revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
