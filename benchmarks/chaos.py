@@ -142,11 +142,12 @@ def _answers(url: str) -> bool:
 def setting_up(cluster: pgcluster.Cluster, tmp: Path, tariffs: Path) -> tuple[str, list[str], dict[str, str]]:
     """The schema, the tariffs, a hospital and its key, and the roster: (API key, persons, the service's env)."""
     url = cluster.create_database("settlement")
+    secret = secrets.token_urlsafe(48)
     env = {name: value for name, value in os.environ.items() if not name.startswith("SETTLEMENT_")}
     env.update({"SETTLEMENT_DATABASE_URL": url, "SETTLEMENT_TARIFFS": str(tariffs),
-                "SETTLEMENT_SECRET_KEY": "chaos", "SETTLEMENT_DATA_DIR": str(tmp / "data"),
+                "SETTLEMENT_SECRET_KEY": secret, "SETTLEMENT_DATA_DIR": str(tmp / "data"),
                 "SETTLEMENT_DB_POOL_SIZE": "8"})
-    application = build(Settings(database_url=url, tariffs_dir=tariffs, secret_key="chaos", data_dir=tmp / "data"))
+    application = build(Settings(database_url=url, tariffs_dir=tariffs, secret_key=secret, data_dir=tmp / "data"))
     try:
         prepare(application)
         key = add_hospital(application.context, HOSPITAL, "故障演练医院", "county", "611002", "chaos")

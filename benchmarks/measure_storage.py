@@ -63,8 +63,8 @@ def measure(kind: str, count: int, persons: int) -> None:
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            application = build(Settings(database_url=url, tariffs_dir=ROOT / "tariffs", secret_key="storage",
-                                         data_dir=Path(tmp)))
+            application = build(Settings(database_url=url, tariffs_dir=ROOT / "tariffs",
+                                         secret_key=secrets.token_urlsafe(48), data_dir=Path(tmp)))
             application.context.clock = lambda: datetime(2024, 6, 15, 2, 0, tzinfo=UTC)
             try:
                 prepare(application)

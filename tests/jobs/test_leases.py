@@ -35,7 +35,7 @@ from settlement.services.leases import NamedLease
 from settlement.services.reconciliation import Reconciler, engine_lines
 from tests.factories import TARIFFS
 from tests.insurers.conftest import SimulatorServer, start_simulator
-from tests.service.conftest import Service, running_service
+from tests.service.conftest import TEST_SECRET_KEY, Service, running_service
 
 SETTLEMENT = str(Path(sys.executable).parent / "settlement")
 EXIT_HELD = 5
@@ -101,7 +101,7 @@ def setting(fresh_pg_url: str, tmp_path: Path) -> Iterator[Setting]:
                 f"{{source: soap, wsdl: '{simulator.wsdl}', timeout_seconds: 90, retries: 1}}}}\n", encoding="utf-8")
             env = {name: value for name, value in os.environ.items() if not name.startswith("SETTLEMENT_")}
             env.update({"SETTLEMENT_DATABASE_URL": fresh_pg_url, "SETTLEMENT_TARIFFS": str(TARIFFS),
-                        "SETTLEMENT_SECRET_KEY": "test-secret", "SETTLEMENT_DATA_DIR": str(tmp_path / "cli"),
+                        "SETTLEMENT_SECRET_KEY": TEST_SECRET_KEY, "SETTLEMENT_DATA_DIR": str(tmp_path / "cli"),
                         "SETTLEMENT_PAYERS_FILE": str(tmp_path / "payers.yaml"),
                         "SETTLEMENT_INBOX_DIR": str(tmp_path / "inbox"),
                         "SETTLEMENT_REPORTS_DIR": str(tmp_path / "reports"),

@@ -28,6 +28,7 @@ from settlement.db.backup import _program
 from tests.factories import TARIFFS
 from tests.invariants import Calls, bill, engine_for, load, problems
 from tests.service.conftest import (
+    TEST_SECRET_KEY,
     claim_body,
     import_roster_rows,
     new_id_number,
@@ -46,7 +47,7 @@ CAPS = {BASIC: BASIC_CAP, ASSISTANCE: ASSISTANCE_CAP_DIBAO}
 def command(*args: str, url: str, data: Path, tariffs: Path) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("SETTLEMENT_")}
     env.update({"SETTLEMENT_DATABASE_URL": url, "SETTLEMENT_DATA_DIR": str(data), "SETTLEMENT_TARIFFS": str(tariffs),
-                "SETTLEMENT_SECRET_KEY": "test-secret"})
+                "SETTLEMENT_SECRET_KEY": TEST_SECRET_KEY})
     return subprocess.run([SETTLEMENT, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
