@@ -25,6 +25,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,9 +242,10 @@ def run(seconds: float, clients: int, plant: str | None, keep: bool) -> int:
             server.kill()
             server.wait()
         if keep:
-            print(f"kept: {made.root}")
+            print(f"kept: {made.root} and {tempfile_dir(made.root)}")
         else:
             made.close()
+            shutil.rmtree(tempfile_dir(made.root), ignore_errors=True)
 
 
 def tempfile_dir(root: Path) -> str:
