@@ -46,12 +46,16 @@ def make_claim(
     settled_at: datetime | None = None,
     id_number: str = VALID_ID,
     region: str = "611000",
+    referral: bool = False,
+    disease: str | None = None,
+    retired: bool = False,
 ) -> Claim:
     return Claim(
         hospital=Hospital("H0001", level),
         visit=Visit("V0001", visit_type, admission or discharge, discharge,
-                    settled_at or datetime(discharge.year, discharge.month, discharge.day, 15, 0, tzinfo=SHANGHAI)),
-        patient=Patient(id_number, "王喆", scheme, region, categories),
+                    settled_at or datetime(discharge.year, discharge.month, discharge.day, 15, 0, tzinfo=SHANGHAI),
+                    referral, disease),
+        patient=Patient(id_number, "王喆", scheme, region, categories, retired),
         lines=lines if lines is not None else (line("1", "A1", "1", "100.00"),),
     )
 

@@ -13,6 +13,7 @@ Lines are written `{code: B15, amount: "100.00"}` (one unit) or with `quantity` 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -100,9 +101,10 @@ def build_claim(spec: dict[str, Any]) -> Claim:
                           unit_price, amount))
     return Claim(
         hospital=Hospital("H0001", spec.get("hospital_level", "county")),
-        visit=Visit("V0001", spec.get("visit_type", "inpatient"), admission, discharge, settled_at),
+        visit=Visit("V0001", spec.get("visit_type", "inpatient"), admission, discharge, settled_at,
+                    spec.get("referral", False), spec.get("disease")),
         patient=Patient(spec.get("id_number", PERSON_ID), "测试", spec.get("scheme", "resident"),
-                        spec.get("region", "611000"), tuple(spec.get("categories", ()))),
+                        spec.get("region", "611000"), tuple(spec.get("categories", ())), spec.get("retired", False)),
         lines=tuple(lines),
         declared_total=Decimal(spec["total"]) if "total" in spec else None,
     )
@@ -115,18 +117,50 @@ def accumulators_for(claim: Claim, spec: dict[str, Any] | None) -> Accumulators:
         return {str(fund): Decimal(amount) for fund, amount in (spec.get(name) or {}).items()}
 
     return Accumulators(spec.get("year", claim.insurance_year), spec.get("admissions", 0),
-                        table("deductible_used"), table("cumulative"), table("paid"))
+                        table("deductible_used"), table("cumulative"), table("paid"),
+                        dict(spec.get("admissions_by_level") or {}), limits_of(spec.get("limits")))
+
+
+def limits_of(spec: dict[str, dict[str, str]] | None) -> dict[tuple[str, str], Decimal]:
+    """`{fund: {limit: amount}}` as the accumulators key them."""
+    return {(str(fund), key): Decimal(amount) for fund, keyed in (spec or {}).items() for key, amount in keyed.items()}
 
 
 def run_case(case: Case, store: TariffStore) -> Settlement | SettlementError:
     try:
         claim = build_claim(case.spec["claim"])  # an invalid claim is refused when it is made
         tariff_spec = case.spec["tariff"]
-        tariff = (store.tariff(tariff_spec["shipped"], claim.tariff_date) if "shipped" in tariff_spec
+        visit = claim.visit
+        tariff = (store.resolve_for(tariff_spec["shipped"], visit.admission_date, visit.discharge_date,
+                                    claim.tariff_date).tariff if "shipped" in tariff_spec
                   else inline_tariff(tariff_spec["inline"]))
         return settle(claim, tariff, accumulators_for(claim, case.spec.get("year_to_date")))
     except SettlementError as error:
         return error
+
+
+def other_reading(case: Case) -> Case:
+    """The case as the rule's other reading would settle it: `other_reading.set` gives values at dotted paths of
+    the case (`tariff.inline.layers.0.rate.bounds`), `other_reading.unset` removes keys."""
+    spec = copy.deepcopy(case.spec)
+    change = spec["other_reading"]
+    for path, value in (change.get("set") or {}).items():
+        *parents, last = path.split(".")
+        _walk(spec, parents)[_key(last)] = value
+    for path in change.get("unset") or ():
+        *parents, last = path.split(".")
+        del _walk(spec, parents)[_key(last)]
+    return Case(case.path, case.title, spec)
+
+
+def _key(part: str) -> Any:
+    return int(part) if part.isdigit() else part
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    for part in parts:
+        node = node[_key(part)]
+    return node
 
 
 def mismatches(outcome: Settlement | SettlementError, expect: dict[str, Any]) -> list[str]:
@@ -162,4 +196,12 @@ def mismatches(outcome: Settlement | SettlementError, expect: dict[str, Any]) ->
             actual = getattr(acc, name).get(str(fund), Decimal(0))
             if actual != Decimal(amount):
                 found.append(f"year_to_date_after.{name}.{fund}: expected {amount}, got {actual}")
+    for level, count in (after.get("admissions_by_level") or {}).items():
+        if acc.admissions_by_level.get(level, 0) != count:
+            found.append(f"year_to_date_after.admissions_by_level.{level}: expected {count}, got "
+                         f"{acc.admissions_by_level.get(level, 0)}")
+    for key, amount in limits_of(after.get("limits")).items():
+        actual = acc.limits.get(key, Decimal(0))
+        if actual != amount:
+            found.append(f"year_to_date_after.limits.{key[0]}.{key[1]}: expected {amount}, got {actual}")
     return found

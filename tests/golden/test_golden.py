@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from settlement.tariffstore import TariffStore, load_store
-from tests.golden.runner import Case, load_cases, mismatches, run_case
+from tests.golden.runner import Case, load_cases, mismatches, other_reading, run_case
 
 CASES = load_cases()
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +30,12 @@ def test_there_are_enough_cases() -> None:
 def test_golden_case(case: Case, store: TariffStore) -> None:
     problems = mismatches(run_case(case, store), case.spec["expect"])
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "other_reading" in c.spec], ids=lambda c: c.path.stem)
+def test_the_other_reading_gets_the_case_wrong(case: Case, store: TariffStore) -> None:
+    """A case of a rule with two readings is one the other reading gets wrong: read the other way, it fails."""
+    assert mismatches(run_case(other_reading(case), store), case.spec["expect"]) != [], case.spec["other_reading"]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "error" not in c.spec["expect"]][:6],

@@ -21,6 +21,9 @@ def test_year_must_match_the_claim() -> None:
     {"paid": {"390100": Decimal("-0.01")}},
     {"cumulative": {"390200": Decimal("0.001")}},
     {"deductible_used": {"390100": Decimal("-5")}},
+    {"admissions_by_level": {"county": -1}},
+    {"limits": {("390100", "outpatient_pooling"): Decimal("-0.01")}},
+    {"limits": {("390100", "outpatient_pooling"): Decimal("0.001")}},
 ])
 def test_negative_or_sub_fen_figures_are_refused_when_made(fields: dict[str, object]) -> None:
     with pytest.raises(AccumulatorError) as caught:
@@ -36,3 +39,15 @@ def test_inpatient_admissions_count_and_outpatient_do_not() -> None:
     assert outpatient.accumulators_after.admissions == 2
     assert inpatient.accumulators_after.paid == {"390100": Decimal("80.00")}
     assert inpatient.accumulators_before.paid == {}
+
+
+def test_admissions_are_counted_by_level_too() -> None:
+    tariff = make_tariff(flat_layer())
+    before = Accumulators(2024, admissions=2, admissions_by_level={"township": 2})
+    city = settle(make_claim(level="city"), tariff, before)
+    township = settle(make_claim(level="township"), tariff, before)
+    outpatient = settle(make_claim(visit_type="outpatient"), tariff, before)
+    assert city.accumulators_after.admissions_by_level == {"township": 2, "city": 1}
+    assert township.accumulators_after.admissions_by_level == {"township": 3}
+    assert outpatient.accumulators_after.admissions_by_level == {"township": 2}
+    assert before.admissions_by_level == {"township": 2}  # the figures handed in are never changed

@@ -13,7 +13,7 @@ from settlement.domain.accumulators import Accumulators
 from settlement.domain.errors import ErrorCode, InvariantViolation
 from settlement.domain.payers import ChainState, LayerResult, apply_layer
 from settlement.domain.settle import Settlement, settle, settlement_violations
-from settlement.domain.tariff import Caps, Deductible, DeductiblePer, Layer, Rates
+from settlement.domain.tariff import Caps, Deductible, DeductiblePer, Layer, Limit, Rates
 from tests.factories import line, make_claim, make_tariff
 
 TARIFF = make_tariff(
@@ -66,6 +66,33 @@ PLANTED: dict[str, Callable[[Settlement], Settlement]] = {
     "accumulator not moved": lambda r: replace(r, accumulators_after=replace(
         r.accumulators_after, paid={**r.accumulators_after.paid, "610100": Decimal("0.00")})),
 }
+
+
+def limited() -> Settlement:
+    """Basic pays 80% of 1,000.00 within an outpatient limit of 1,000.00 a year, of which 150.00 was used."""
+    tariff = make_tariff(Layer("outpatient", "390100", "outpatient", rates=Rates(rate=Decimal("0.80")),
+                               limit=Limit("outpatient_pooling", Decimal("1000.00"))))
+    before = Accumulators(2024, limits={("390100", "outpatient_pooling"): Decimal("150.00")})
+    return settle(make_claim((line("1", "A1", "1", "1000.00"),), visit_type="outpatient"), tariff, before)
+
+
+LIMIT_FAULTS: dict[str, Callable[[Settlement], Settlement]] = {
+    "payer above its limit": lambda r: with_payer(r, 0, limit_cap=Decimal("900.00")),
+    "limit figure not moved": lambda r: replace(r, accumulators_after=replace(
+        r.accumulators_after, limits={("390100", "outpatient_pooling"): Decimal("150.00")})),
+}
+
+
+def test_a_limited_settlement_has_no_violations() -> None:
+    result = limited()
+    assert settlement_violations(result) == []
+    assert result.accumulators_after.limits == {("390100", "outpatient_pooling"): Decimal("950.00")}
+
+
+@pytest.mark.parametrize("fault", LIMIT_FAULTS, ids=list(LIMIT_FAULTS))
+def test_every_planted_limit_fault_is_reported(fault: str) -> None:
+    problems = settlement_violations(LIMIT_FAULTS[fault](limited()))
+    assert problems and "outpatient_pooling" in str(problems[0]), problems
 
 
 @pytest.mark.parametrize("fault", PLANTED, ids=list(PLANTED))

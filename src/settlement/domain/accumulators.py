@@ -19,6 +19,9 @@ class Accumulators:
     deductible_used: Mapping[str, Decimal] = field(default_factory=dict)  # per-year deductibles only
     cumulative: Mapping[str, Decimal] = field(default_factory=dict)  # each fund's base amounts this year
     paid: Mapping[str, Decimal] = field(default_factory=dict)
+    admissions_by_level: Mapping[str, int] = field(default_factory=dict)  # the same admissions, by hospital level
+    # Paid against limits inside a fund, by (fund, limit key): a part of `paid`, kept apart for each limit.
+    limits: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Checked once when made, like a claim: settle() can trust any Accumulators it is given.
@@ -39,6 +42,14 @@ class Accumulators:
                 if amount < 0 or not is_fen_exact(amount):
                     found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"{name}.{fund}",
                                          f"must be a non-negative amount in fen, got {amount}"))
+        for level, count in self.admissions_by_level.items():
+            if count < 0:
+                found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"admissions_by_level.{level}",
+                                     "must not be negative"))
+        for (fund, key), amount in self.limits.items():
+            if amount < 0 or not is_fen_exact(amount):
+                found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"limits.{fund}.{key}",
+                                     f"must be a non-negative amount in fen, got {amount}"))
         return found
 
     def check_for_year(self, year: int) -> None:

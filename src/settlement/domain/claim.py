@@ -11,6 +11,7 @@ from typing import NamedTuple
 from settlement.domain.errors import ClaimRejected, ErrorCode, Problem
 from settlement.domain.idcard import id_number_problem
 from settlement.domain.money import FEN, ZERO
+from settlement.domain.tariff import DateBasis
 
 # Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset keeps the domain free of
 # the time-zone database, so a settlement recomputes identically on any machine.
@@ -48,6 +49,8 @@ class Visit:
     admission_date: date
     discharge_date: date
     settled_at: datetime
+    referral: bool = False  # referred out of the region (转外就医), as the hospital declares it
+    disease: str | None = None  # the disease group a limit may be kept by (门诊慢特病病种), as the tariff names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Patient:
     scheme: str
     region: str
     categories: tuple[str, ...] = ()
+    retired: bool = False  # 退休 (employee scheme), from the roster
 
 
 class Line(NamedTuple):
@@ -95,8 +99,21 @@ class Claim:
 
     @property
     def tariff_date(self) -> date:
-        """The tariff in force is chosen by the settlement time's date in Asia/Shanghai."""
+        """The settlement time's date in Asia/Shanghai: the version in force on it says which date decides the
+        version that settles the claim (see date_of)."""
         return self.visit.settled_at.astimezone(SHANGHAI).date()
+
+    def date_of(self, basis: DateBasis) -> date:
+        return day_of(basis, self.visit.admission_date, self.visit.discharge_date, self.tariff_date)
+
+
+def day_of(basis: DateBasis, admission: date, discharge: date, settled_on: date) -> date:
+    """The claim's date that `basis` names (`settled_on`: the settlement time's date in Asia/Shanghai)."""
+    if basis is DateBasis.ADMISSION:
+        return admission
+    if basis is DateBasis.DISCHARGE:
+        return discharge
+    return settled_on
 
 
 _LEVELS = frozenset(HospitalLevel)

@@ -1,9 +1,10 @@
 """One rule engine for every payer layer, configured by the tariff's data alone.
 
-A layer, in order: eligibility; its base (what is still unpaid of the parts it covers); the deductible;
-the rate, one rate or bands, on this bill or on the year's cumulative base; a guarantee (a floor that tops up
-the patient's protection, or a ceiling on total reimbursement); the per-visit and per-year caps; never more
-than the base. Each step leaves a trace step.
+A layer, in order: eligibility; the first matching category rule; its base (what is still unpaid of the parts
+it covers, or only the part above an earlier layer's cap line); the deductible; the rate, one rate or bands (their
+bounds on the amount itself or above the deductible), on this bill or on the year's cumulative base; a guarantee
+(a floor that tops up the patient's protection, or a ceiling on total reimbursement); the per-visit and per-year
+caps and a limit inside the fund; never more than the base. Each step leaves a trace step.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import NamedTuple
 from settlement.domain.claim import Claim, VisitType
 from settlement.domain.money import ONE, ZERO, money
 from settlement.domain.tariff import (
+    NO_CAP,
+    AdmissionCount,
+    AdmissionOrdinal,
     Band,
+    BandBounds,
     BasePart,
     CategoryRule,
     DeductiblePer,
@@ -44,6 +49,9 @@ class LayerResult(NamedTuple):
     # Year-to-date movements of the layer's fund caused by this bill.
     deductible_delta: Decimal = ZERO
     cumulative_delta: Decimal = ZERO
+    limit_key: tuple[str, str] | None = None  # (fund, key) of the limit inside the fund the payment counts against
+    limit_cap: Decimal = NO_CAP
+    above_cap: Decimal = ZERO  # the part of the amount it rated above the line where its caps cut the payment
 
 
 @dataclass(slots=True)
@@ -59,28 +67,101 @@ class ChainState:
     deductible_used: dict[str, Decimal]
     cumulative: dict[str, Decimal]
     paid: dict[str, Decimal]
+    admissions_by_level: Mapping[str, int]
+    limits: dict[tuple[str, str], Decimal]
+    above_cap: dict[str, Decimal]  # by layer id, the layers whose caps cut them on this bill
 
     @property
     def patient_share(self) -> Decimal:
         return self.total - self.reimbursed
 
 
+def _clamped(rate: Decimal) -> Decimal:
+    if rate > ONE:
+        return ONE
+    if rate < ZERO:
+        return ZERO
+    return rate
+
+
 def band_integral(amount: Decimal, bands: tuple[Band, ...], rate_add: Decimal) -> Decimal:
-    """F(x): the sum over bands of rate x the part of [0, x] inside the band (unrounded)."""
+    """F(x): the sum over bands of rate x the part of [0, x] inside the band (unrounded); `rate_add` moves every
+    rate (never above 1 or below 0)."""
     result = ZERO
     for band in bands:
         if amount <= band.lower:
             break
         top = amount if band.upper is None or amount < band.upper else band.upper
-        result += (top - band.lower) * min(ONE, band.rate + rate_add)
+        result += (top - band.lower) * _clamped(band.rate + rate_add)
     return result
 
 
-def _matching_rule(layer: Layer, categories: tuple[str, ...]) -> CategoryRule | None:
+def band_line(value: Decimal, bands: tuple[Band, ...], rate_add: Decimal) -> Decimal:
+    """Where F first exceeds `value`: the amount beyond which a payment of `value` would have to grow (the line a
+    cap of `value` cuts the bands at). When no band pays beyond `value`, the end of the last band."""
+    reached = ZERO
+    for band in bands:
+        rate = _clamped(band.rate + rate_add)
+        if band.upper is None:
+            return band.lower + (value - reached) / rate if rate else band.lower
+        grows = (band.upper - band.lower) * rate
+        if rate and reached + grows > value:
+            return band.lower + (value - reached) / rate
+        reached += grows
+    last = bands[-1].upper
+    assert last is not None  # an open last band has returned
+    return last
+
+
+class _Curve(NamedTuple):
+    """How the rate turned an amount into the payment: paid = G(end) - G(start), with G(u) = rate x (u - origin) or
+    F(u - origin) on the bands; kept to find the line where a cap cut the payment."""
+
+    bands: tuple[Band, ...]
+    rate: Decimal
+    rate_add: Decimal
+    origin: Decimal
+    start: Decimal
+    end: Decimal
+
+    def line(self, paid: Decimal) -> Decimal:
+        if not self.bands:
+            return self.start + paid / self.rate
+        before = band_integral(self.start - self.origin, self.bands, self.rate_add)
+        return max(self.start, self.origin + band_line(before + paid, self.bands, self.rate_add))
+
+
+def _earlier_admissions(layer: Layer, state: ChainState) -> int:
+    """The person's earlier inpatient admissions this year, counted as the layer's deductible counts them."""
+    spec = layer.deductible
+    if spec is not None and spec.repeat_counted is AdmissionCount.LEVEL:
+        return state.admissions_by_level.get(state.claim.hospital.level, 0)
+    return state.admissions_before
+
+
+def _matching_rule(layer: Layer, claim: Claim, earlier: int) -> CategoryRule | None:
+    categories = claim.patient.categories
     for rule in layer.category_rules:
-        if not rule.categories.isdisjoint(categories):
-            return rule
+        if rule.categories is not None and rule.categories.isdisjoint(categories):
+            continue
+        if rule.referral is not None and rule.referral is not claim.visit.referral:
+            continue
+        if rule.retired is not None and rule.retired is not claim.patient.retired:
+            continue
+        if rule.admissions is not None and (claim.visit.type != VisitType.INPATIENT or (
+                earlier > 0) is not (rule.admissions is AdmissionOrdinal.REPEAT)):
+            continue
+        return rule
     return None
+
+
+def _rule_name(rule: CategoryRule) -> object:
+    if rule.label:
+        return rule.label
+    if rule.categories is not None:
+        return rule.categories
+    tests = (("referral", rule.referral), ("retired", rule.retired), ("admissions", rule.admissions))
+    return ", ".join(f"{name} {value}" for name, value in tests if value is not None)
 
 
 def _ineligibility(layer: Layer, state: ChainState) -> str | None:
@@ -128,10 +209,10 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
         return LayerResult(layer.id, fund, layer.name, False, ZERO, ZERO, ZERO, layer.caps.per_visit,
                            layer.caps.per_year, None, tuple(trace))
 
-    rule = _matching_rule(layer, claim.patient.categories)
+    earlier = _earlier_admissions(layer, state)
+    rule = _matching_rule(layer, claim, earlier) if layer.category_rules else None
     if rule is not None:
-        trace.append(TraceStep("category_rule", (("rule", rule.label or rule.categories),), None,
-                               rule.source))
+        trace.append(TraceStep("category_rule", (("rule", _rule_name(rule)),), None, rule.source))
     parts = layer.base_parts
     remaining = state.remaining
     if len(parts) == 1:  # the usual case, kept off the generator machinery
@@ -140,32 +221,41 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
     else:
         base = _base(layer, remaining)
         trace.append(TraceStep("base", tuple((part, remaining[part]) for part in parts), base))
+    if layer.above_cap_of:
+        above = sum((state.above_cap.get(layer_id, ZERO) for layer_id in layer.above_cap_of), ZERO)
+        base = min(base, above)
+        trace.append(TraceStep("base.above_cap", (("layers", layer.above_cap_of), ("above_cap_line", above)), base))
 
     deductible = ZERO
     deductible_delta = ZERO
     annual_deductible: Decimal | None = None
     cumulative_before = state.cumulative.get(fund, ZERO)
     raw = ZERO
+    curve: _Curve | None = None
     rates = layer.rates
     if rates is not None:
         scale = ONE if rule is None or rule.deductible_scale is None else rule.deductible_scale
         waived = rule is not None and rule.waive_deductible
         spec = layer.deductible
+        level = claim.hospital.level
         if spec is not None and waived:
             trace.append(TraceStep("deductible.waived", (("categories", claim.patient.categories),), ZERO))
         elif spec is not None and spec.per is DeductiblePer.VISIT:
-            level_amount = spec.base_amount(claim.hospital.level)
-            factor = ONE
-            if spec.repeat_step and claim.visit.type == VisitType.INPATIENT:
-                factor = max(spec.repeat_floor, ONE - spec.repeat_step * state.admissions_before)
-            per_visit = money(level_amount * factor * scale)
+            level_amount = spec.base_amount(level) if rule is None or rule.deductible_amount is None \
+                else rule.deductible_amount
+            amount, factor = (spec.repeat_amount(level_amount, level, earlier)
+                              if earlier and claim.visit.type == VisitType.INPATIENT else (level_amount, ONE))
+            per_visit = money(amount * scale)
             deductible = min(base, per_visit)
-            trace.append(TraceStep("deductible.per_visit", (
-                ("level", claim.hospital.level), ("amount", level_amount),
-                ("earlier_admissions", state.admissions_before), ("repeat_factor", factor), ("scale", scale),
-                ("deductible", per_visit), ("base", base)), deductible, spec.source))
+            inputs: tuple[tuple[str, object], ...] = (
+                ("level", level), ("amount", level_amount), ("earlier_admissions", earlier),
+                ("repeat_factor", factor), ("scale", scale), ("deductible", per_visit), ("base", base))
+            if spec.repeat_counted is AdmissionCount.LEVEL:
+                inputs += (("counted", "level"),)
+            trace.append(TraceStep("deductible.per_visit", inputs, deductible, spec.source))
         elif spec is not None:
-            annual_deductible = money(spec.base_amount(claim.hospital.level) * scale)
+            annual_deductible = money((spec.base_amount(level) if rule is None or rule.deductible_amount is None
+                                       else rule.deductible_amount) * scale)
             used = state.deductible_used.get(fund, ZERO)
             deductible_left = max(ZERO, annual_deductible - used)
             if rates.mode is RateMode.ANNUAL_CUMULATIVE:
@@ -180,29 +270,43 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
                 ("annual", annual_deductible), ("used_before", used), ("scale", scale), ("base", base)),
                 deductible, spec.source))
 
-        rate_add = ZERO if rule is None else rule.rate_add
+        rate_add = ZERO if rule is None else rule.rate_add - rule.rate_subtract
         override = None if rule is None else rule.rate
+        named = () if rates.bounds is None else (("bounds", rates.bounds),)
         if rates.mode is RateMode.ANNUAL_CUMULATIVE and override is None:
             floor = annual_deductible if annual_deductible is not None else ZERO
             after = cumulative_before + base
             lower = max(cumulative_before, floor)
-            raw = ZERO if after <= lower else money(
-                band_integral(after, rates.bands, rate_add) - band_integral(lower, rates.bands, rate_add))
+            # On the amount itself the bands count from zero; above the deductible they start at the threshold.
+            origin = ZERO if rates.band_bounds is BandBounds.ON_AMOUNT else floor
+            raw = ZERO if after <= lower else money(band_integral(after - origin, rates.bands, rate_add)
+                                                    - band_integral(lower - origin, rates.bands, rate_add))
+            curve = _Curve(rates.bands, ZERO, rate_add, origin, lower, after)
             trace.append(TraceStep("rate.annual_cumulative", (
                 ("cumulative_before", cumulative_before), ("cumulative_after", after), ("threshold", floor),
-                ("rate_add", rate_add), ("bands", rates.bands)), raw, rates.source))
+                ("rate_add", rate_add), ("bands", rates.bands), *named), raw, rates.source))
         else:
             payable = base - deductible
             if rates.bands and override is None:
-                raw = money(band_integral(payable, rates.bands, rate_add))
-                trace.append(TraceStep("rate.bands", (
-                    ("amount", payable), ("rate_add", rate_add), ("bands", rates.bands)),
-                    raw, rates.source))
+                if rates.band_bounds is BandBounds.ON_AMOUNT:
+                    raw = money(band_integral(base, rates.bands, rate_add)
+                                - band_integral(deductible, rates.bands, rate_add))
+                    curve = _Curve(rates.bands, ZERO, rate_add, ZERO, deductible, base)
+                    trace.append(TraceStep("rate.bands", (
+                        ("amount", base), ("above", deductible), ("rate_add", rate_add), ("bands", rates.bands),
+                        *named), raw, rates.source))
+                else:
+                    raw = money(band_integral(payable, rates.bands, rate_add))
+                    curve = _Curve(rates.bands, ZERO, rate_add, deductible, deductible, base)
+                    trace.append(TraceStep("rate.bands", (
+                        ("amount", payable), ("rate_add", rate_add), ("bands", rates.bands), *named),
+                        raw, rates.source))
             else:
                 rate = override if override is not None else rates.by_level.get(
-                    claim.hospital.level, rates.rate if rates.rate is not None else ZERO)
-                rate = min(ONE, rate + rate_add)
+                    level, rates.rate if rates.rate is not None else ZERO)
+                rate = _clamped(rate + rate_add)
                 raw = money(payable * rate)
+                curve = _Curve((), rate, ZERO, ZERO, deductible, base)
                 trace.append(TraceStep("rate.flat", (("amount", payable), ("rate", rate)), raw,
                                        rule.source if override is not None and rule is not None else rates.source))
 
@@ -225,6 +329,7 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
                 ("base", guarantee.base), ("base_amount", gbase), ("share", guarantee.share),
                 ("bound", bound), ("reimbursed_before", state.reimbursed)), raw, guarantee.source))
 
+    uncapped = raw
     visit_cap = layer.caps.per_visit
     year_cap = layer.caps.per_year
     if rule is not None:
@@ -238,5 +343,22 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
         raw = max(ZERO, year_cap - paid_before)
         trace.append(TraceStep("cap.per_year", (("cap", year_cap), ("paid_before", paid_before)), raw,
                                layer.caps.source))
+    limit_key: tuple[str, str] | None = None
+    limit_cap = NO_CAP
+    if layer.limit is not None:
+        key, limit_cap = layer.limit.key_and_amount(claim.visit.disease)
+        limit_key = (fund, key)
+        limit_before = state.limits.get(limit_key, ZERO)
+        if raw > limit_cap - limit_before:
+            raw = max(ZERO, limit_cap - limit_before)
+            trace.append(TraceStep("cap.limit", (("limit", key), ("amount", limit_cap),
+                                                 ("paid_before", limit_before)), raw, layer.limit.source))
+    above_cap = ZERO
+    if raw < uncapped and curve is not None:
+        # A cap cut the payment: the rest of the amount rated, above the line where the payment stopped, is what
+        # a layer paying above this one's cap line may take.
+        line = curve.line(raw)
+        above_cap = money(curve.end - line)
+        trace.append(TraceStep("cap.line", (("line", money(line)), ("amount", curve.end)), above_cap))
     return LayerResult(layer.id, fund, layer.name, True, base, deductible, raw, visit_cap, year_cap,
-                       annual_deductible, tuple(trace), deductible_delta, base)
+                       annual_deductible, tuple(trace), deductible_delta, base, limit_key, limit_cap, above_cap)

@@ -60,6 +60,9 @@ def settle(claim: Claim, tariff: Tariff, accumulators: Accumulators) -> Settleme
         deductible_used=dict(accumulators.deductible_used),
         cumulative=dict(accumulators.cumulative),
         paid=dict(accumulators.paid),
+        admissions_by_level=accumulators.admissions_by_level,
+        limits=dict(accumulators.limits),
+        above_cap={},
     )
     results: list[LayerResult] = []
     for layer in tariff.layers:
@@ -82,12 +85,23 @@ def settle(claim: Claim, tariff: Tariff, accumulators: Accumulators) -> Settleme
         state.cumulative[fund] = state.cumulative.get(fund, ZERO) + result.cumulative_delta
         if layer.deductible is not None and layer.deductible.per is DeductiblePer.YEAR:
             state.deductible_used[fund] = state.deductible_used.get(fund, ZERO) + result.deductible_delta
+        if result.limit_key is not None:
+            state.limits[result.limit_key] = state.limits.get(result.limit_key, ZERO) + result.paid
+        if result.above_cap:
+            state.above_cap[result.layer_id] = result.above_cap
+    by_level = accumulators.admissions_by_level
+    stay = claim.visit.type == VisitType.INPATIENT
+    if stay:
+        level = claim.hospital.level
+        by_level = {**by_level, level: by_level.get(level, 0) + 1}
     after = Accumulators(
         year=accumulators.year,
-        admissions=accumulators.admissions + (1 if claim.visit.type == VisitType.INPATIENT else 0),
+        admissions=accumulators.admissions + (1 if stay else 0),
         deductible_used=state.deductible_used,
         cumulative=state.cumulative,
         paid=state.paid,
+        admissions_by_level=by_level,
+        limits=state.limits,
     )
     settlement = Settlement(claim, tariff.ref, decomposition, tuple(results), state.patient_share,
                             accumulators, after)
@@ -133,6 +147,7 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
     after = settlement.accumulators_after
     running = dict(before.paid)
     used = dict(before.deductible_used)
+    limits = dict(before.limits)
     for index, payer in enumerate(settlement.payers):
         path = f"payers[{index}]"
         if payer.paid < 0:
@@ -150,7 +165,17 @@ def settlement_violations(settlement: Settlement) -> list[Problem]:
         if payer.annual_deductible is not None and payer.deductible_delta > 0 and \
                 used[payer.fund] > payer.annual_deductible:
             fail(path, f"{payer.fund} deductible used {used[payer.fund]} exceeds {payer.annual_deductible}")
+        key = payer.limit_key
+        if key is not None:
+            limits[key] = limits.get(key, ZERO) + payer.paid
+            if payer.paid > 0 and limits[key] > payer.limit_cap:
+                fail(path, f"{payer.fund} paid {limits[key]} this year against {key[1]}, over its limit "
+                           f"{payer.limit_cap}")
     for fund, amount in settlement.paid_by_fund().items():
         if after.paid_by(fund) != before.paid_by(fund) + amount:
             fail(f"accumulators.paid.{fund}", "year-to-date paid does not move by this bill's payment")
+    for key, amount in limits.items():
+        if after.limits.get(key, ZERO) != amount:
+            fail(f"accumulators.limits.{key[0]}.{key[1]}", "the limit's year-to-date figure does not move by "
+                                                          "this bill's payment")
     return found

@@ -10,13 +10,17 @@ from decimal import Decimal
 from settlement.domain.errors import ErrorCode, Problem
 from settlement.domain.tariff import (
     NO_CAP,
+    AdmissionCount,
+    AdmissionOrdinal,
     Band,
+    BandBounds,
     BasePart,
     Caps,
     Catalogue,
     CatalogueEntry,
     CategoryRule,
     Condition,
+    DateBasis,
     Deductible,
     DeductiblePer,
     Eligibility,
@@ -25,6 +29,7 @@ from settlement.domain.tariff import (
     GuaranteeDirection,
     ItemClass,
     Layer,
+    Limit,
     Measure,
     RateMode,
     Rates,
@@ -75,15 +80,19 @@ def reference_problems(document: TariffDocument) -> list[Problem]:
         path = f"layers[{index}]"
         if layer.id in seen:
             bad(f"{path}.id", f"layer id {layer.id!r} is used twice")
+        for other in layer.above_cap_of or ():
+            if other not in seen:
+                bad(f"{path}.above_cap_of", f"{other!r} is not a layer before this one")
         seen.add(layer.id)
         check_categories(f"{path}.eligible.categories", layer.eligible.categories or ())
         check_categories(f"{path}.eligible.excluded_categories", layer.eligible.excluded_categories)
         for rule_index, rule in enumerate(layer.category_rules):
-            check_categories(f"{path}.category_rules[{rule_index}].categories", rule.categories)
+            check_categories(f"{path}.category_rules[{rule_index}].categories", rule.categories or ())
             check_source(f"{path}.category_rules[{rule_index}].source", rule.source)
         for block, spec_source in (("deductible", layer.deductible and layer.deductible.source),
                                    ("rate", layer.rate and layer.rate.source), ("caps", layer.caps.source),
-                                   ("guarantee", layer.guarantee and layer.guarantee.source)):
+                                   ("guarantee", layer.guarantee and layer.guarantee.source),
+                                   ("limit", layer.limit and layer.limit.source)):
             check_source(f"{path}.{block}.source", spec_source or None)
     for index, item in enumerate(document.catalogue.items):
         check_categories(f"catalogue.items[{index}].share_by_category", item.share_by_category)
@@ -112,6 +121,7 @@ def build_tariff(document: TariffDocument, version_label: str, sha256: str) -> T
     catalogue = Catalogue(entries, UnknownItemPolicy(document.catalogue.unknown_items))
     layers = tuple(_layer(spec, expand) for spec in document.layers)
     names = {code: category.name for code, category in document.categories.items()}
+    dates = document.dates
     return Tariff(
         ref=TariffRef(document.region, version_label, sha256),
         name=document.name,
@@ -120,6 +130,9 @@ def build_tariff(document: TariffDocument, version_label: str, sha256: str) -> T
         catalogue=catalogue,
         layers=layers,
         category_names=names,
+        tariff_date=DateBasis(dates.tariff) if dates is not None and dates.tariff else DateBasis.SETTLEMENT,
+        categories_date=DateBasis(dates.categories) if dates is not None and dates.categories
+        else DateBasis.SETTLEMENT,
     )
 
 
@@ -148,13 +161,19 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
     deductible = None
     if spec.deductible is not None:
         d = spec.deductible
+        repeat = d.repeat_admission
         deductible = Deductible(
             per=DeductiblePer(d.per),
             amount=d.amount if d.amount is not None else Decimal(0),
             by_level={str(level): amount for level, amount in d.by_level.items()},
-            repeat_step=d.repeat_admission.step if d.repeat_admission else Decimal(0),
-            repeat_floor=d.repeat_admission.floor if d.repeat_admission else Decimal(1),
+            repeat_step=repeat.step if repeat and repeat.step is not None else Decimal(0),
+            repeat_floor=repeat.floor if repeat and repeat.floor is not None else Decimal(1),
             source=d.source,
+            repeat_counted=AdmissionCount(repeat.counted) if repeat and repeat.counted else AdmissionCount.YEAR,
+            repeat_step_amount=repeat.step_amount if repeat else None,
+            repeat_floor_amount=repeat.floor_amount if repeat and repeat.floor_amount is not None else Decimal(0),
+            repeat_amounts={str(level): tuple(amounts) for level, amounts in (repeat.amounts or {}).items()}
+            if repeat else {},
         )
     rates = None
     if spec.rate is not None:
@@ -165,10 +184,11 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
             bands.append(Band(lower, band.to, band.rate))
             lower = band.to if band.to is not None else lower
         by_level = {str(level): rate for level, rate in r.by_level.items()}
-        rates = Rates(mode=RateMode(r.mode), rate=r.rate, by_level=by_level, bands=tuple(bands), source=r.source)
+        rates = Rates(mode=RateMode(r.mode), rate=r.rate, by_level=by_level, bands=tuple(bands), source=r.source,
+                      bounds=BandBounds(r.bounds) if r.bounds is not None else None)
     rules = tuple(
         CategoryRule(
-            categories=expand(rule.categories),
+            categories=None if rule.categories is None else expand(rule.categories),
             waive_deductible=rule.deductible == "waive",
             deductible_scale=rule.deductible_scale,
             rate=rule.rate,
@@ -177,6 +197,11 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
             per_year_cap=_category_cap(rule.caps, "per_year"),
             label=rule.label or "",
             source=rule.source,
+            referral=rule.referral,
+            retired=rule.retired,
+            admissions=AdmissionOrdinal(rule.admissions) if rule.admissions is not None else None,
+            deductible_amount=rule.deductible_amount,
+            rate_subtract=rule.rate_subtract if rule.rate_subtract is not None else Decimal(0),
         )
         for rule in spec.category_rules
     )
@@ -184,10 +209,14 @@ def _layer(spec: LayerSpec, expand: Callable[[Iterable[str]], frozenset[str]]) -
     if spec.guarantee is not None:
         g = spec.guarantee
         guarantee = Guarantee(GuaranteeDirection(g.direction), g.share, GuaranteeBase(g.base), g.source)
+    limit = None
+    if spec.limit is not None:
+        lim = spec.limit
+        limit = Limit(lim.name, lim.per_year, dict(lim.by_disease or {}), lim.source)
     return Layer(
         id=spec.id, fund=spec.fund, name=spec.name, eligibility=eligibility,
         base_parts=tuple(BasePart(part) for part in spec.base),
         deductible=deductible, rates=rates,
         caps=Caps(_cap_value(spec.caps.per_visit), _cap_value(spec.caps.per_year), spec.caps.source),
-        category_rules=rules, guarantee=guarantee,
+        category_rules=rules, guarantee=guarantee, limit=limit, above_cap_of=tuple(spec.above_cap_of or ()),
     )

@@ -40,6 +40,13 @@ def _rate(value: object) -> Decimal:
     return rate
 
 
+def _scale(value: object) -> Decimal:
+    scale = _decimal(value)
+    if scale > 10:
+        raise ValueError(f"a scale is a factor such as 0.50 (halved) or 1.50 (half as much again), got {value!r}")
+    return scale
+
+
 def _cap(value: object) -> Decimal | None:
     if value is None or value == "none":
         return None  # "none" lifts the cap
@@ -55,6 +62,7 @@ def _iso_date(value: object) -> object:
 DecimalStr = Annotated[Decimal, BeforeValidator(_decimal)]
 Money = Annotated[Decimal, BeforeValidator(_money)]
 Rate = Annotated[Decimal, BeforeValidator(_rate)]
+Scale = Annotated[Decimal, BeforeValidator(_scale)]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Level = Literal["township", "county", "city", "provincial"]
 BasePartName = Literal["in_scope", "pre_self_pay", "over_price_limit", "out_of_catalogue"]
@@ -140,8 +148,31 @@ class Eligible(Strict):
 
 
 class RepeatAdmission(Strict):
-    step: Rate
-    floor: Rate
+    """How a per-visit deductible falls for repeat inpatient admissions: one of three forms (or none, when only
+    `counted` is given for category rules that test first or repeat admissions)."""
+
+    counted: Literal["year", "level"] | None = None  # absent: year (every earlier admission of the year)
+    step: Rate | None = None  # a share of the first admission's amount off per earlier admission...
+    floor: Rate | None = None  # ...never below this share of it
+    step_amount: Money | None = None  # this many yuan off per earlier admission...
+    floor_amount: Money | None = None  # ...never below this amount
+    amounts: dict[Level, list[Money]] | None = None  # the 2nd, 3rd... admission's amounts by level (last repeats)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        forms = [name for name, given in (("step and floor", self.step is not None or self.floor is not None),
+                                          ("step_amount", self.step_amount is not None
+                                           or self.floor_amount is not None),
+                                          ("amounts", self.amounts is not None)) if given]
+        if len(forms) > 1:
+            raise ValueError(f"give one way to reduce the deductible, not {' and '.join(forms)}")
+        if (self.step is None) != (self.floor is None):
+            raise ValueError("step and floor go together (a share off per admission, never below a share)")
+        if self.floor_amount is not None and self.step_amount is None:
+            raise ValueError("floor_amount bounds a step_amount; give the step_amount")
+        if self.amounts is not None and (not self.amounts or not all(self.amounts.values())):
+            raise ValueError("amounts lists, by level, the deductible of the 2nd, 3rd... admission")
+        return self
 
 
 class DeductibleSpec(Strict):
@@ -161,6 +192,14 @@ class DeductibleSpec(Strict):
         return self
 
 
+class Dates(Strict):
+    """Which date decides: `tariff`, the version in force on which date settles a claim (read from the version in
+    force on the settlement date); `categories`, the roster's categories in force on which date apply."""
+
+    tariff: Literal["admission", "discharge", "settlement"] | None = None  # absent: settlement
+    categories: Literal["admission", "discharge", "settlement"] | None = None  # absent: settlement
+
+
 class BandSpec(Strict):
     from_: Money | None = Field(default=None, alias="from")
     to: Money | None = None
@@ -172,6 +211,9 @@ class RateSpec(Strict):
     rate: Rate | None = None
     by_level: dict[Level, Rate] = Field(default_factory=dict)
     bands: list[BandSpec] = Field(default_factory=list)
+    # What the band bounds are measured on: the amount itself from zero, or the amount above the deductible.
+    # Absent: above_deductible for mode bill, on_amount for annual_cumulative (the readings before it was named).
+    bounds: Literal["on_amount", "above_deductible"] | None = None
     source: Code | None = None
 
     @model_validator(mode="after")
@@ -179,6 +221,8 @@ class RateSpec(Strict):
         flat = self.rate is not None or bool(self.by_level)
         if flat == bool(self.bands):
             raise ValueError("give either a rate (rate or by_level) or bands, not both and not neither")
+        if self.bounds is not None and not self.bands:
+            raise ValueError("bounds say how band bounds are read; a single rate has none")
         if self.rate is None and self.by_level and set(self.by_level) != set(LEVELS):
             missing = sorted(set(LEVELS) - set(self.by_level))
             raise ValueError(f"by_level without a default rate must name every level (missing {missing})")
@@ -221,13 +265,41 @@ class CategoryCaps(Strict):
 
 class CategoryRuleSpec(Strict):
     label: str | None = None
-    categories: list[Code] = Field(min_length=1)
+    # The tests: every one given must hold (at least one is given).
+    categories: Annotated[list[Code], Field(min_length=1)] | None = None
+    referral: bool | None = None  # the visit is (true) or is not (false) a referral out of the region
+    retired: bool | None = None  # the person is (true) or is not (false) retired, by the roster
+    admissions: Literal["first", "repeat"] | None = None  # an inpatient stay with no, or some, earlier admission
+    # The changes.
     deductible: Literal["waive"] | None = None
-    deductible_scale: Rate | None = None
+    deductible_scale: Scale | None = None
+    deductible_amount: Money | None = None
     rate: Rate | None = None
     rate_add: Rate | None = None
+    rate_subtract: Rate | None = None
     caps: CategoryCaps | None = None
     source: Code | None = None
+
+    @model_validator(mode="after")
+    def _tests(self) -> Self:
+        if all(test is None for test in (self.categories, self.referral, self.retired, self.admissions)):
+            raise ValueError("a rule tests at least one of categories, referral, retired, admissions")
+        if self.deductible == "waive" and (self.deductible_scale is not None or self.deductible_amount is not None):
+            raise ValueError("a waived deductible has no scale or amount")
+        return self
+
+
+class LimitSpec(Strict):
+    name: Code  # its year-to-date figure is kept under the fund and this name (and the disease, when by_disease)
+    per_year: Money | None = None  # for every claim, or for a disease by_disease does not list
+    by_disease: dict[Code, Money] | None = None  # one limit per disease group (the claim's visit.disease)
+    source: Code | None = None
+
+    @model_validator(mode="after")
+    def _amount(self) -> Self:
+        if self.per_year is None and not self.by_disease:
+            raise ValueError("a limit needs per_year, by_disease or both")
+        return self
 
 
 class GuaranteeSpec(Strict):
@@ -248,6 +320,9 @@ class LayerSpec(Strict):
     caps: CapsSpec = CapsSpec()
     category_rules: list[CategoryRuleSpec] = Field(default_factory=list)
     guarantee: GuaranteeSpec | None = None
+    limit: LimitSpec | None = None  # an annual limit inside the fund, beside the fund's own cap
+    # Its base: only the in-scope amount above the line where these earlier layers' caps cut their payment.
+    above_cap_of: Annotated[list[Code], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -281,3 +356,4 @@ class TariffDocument(Strict):
     category_groups: dict[Code, list[Code]] = Field(default_factory=dict)
     catalogue: CatalogueSpec = CatalogueSpec()
     layers: list[LayerSpec] = Field(default_factory=list)
+    dates: Dates | None = None

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from settlement.domain.claim import day_of
 from settlement.domain.errors import ErrorCode, Problem, TariffError
 from settlement.domain.tariff import Tariff
 from settlement.tariffstore.build import build_tariff, canonical_json, reference_problems, sha256_of
@@ -201,6 +202,14 @@ class TariffStore:
 
     def tariff(self, region: str, day: date) -> Tariff:
         return self.resolve(region, day).tariff
+
+    def resolve_for(self, region: str, admission: date, discharge: date, settled_on: date) -> ResolvedTariff:
+        """The tariff that settles a claim with these dates: the version in force on the settlement date says, in
+        its `dates.tariff`, which date's version in force applies (a new version's transition rule decides whether
+        a stay it finds half done keeps the old one)."""
+        in_force = self.resolve(region, settled_on)
+        day = day_of(in_force.tariff.tariff_date, admission, discharge, settled_on)
+        return in_force if day == settled_on else self.resolve(region, day)
 
     def resolved_pair(self, version: VersionFile, parent: VersionFile | None) -> ResolvedTariff:
         return self._resolved(version, parent)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from settlement.domain.accumulators import Accumulators
 from settlement.domain.decompose import LineResult
@@ -28,7 +28,8 @@ def rule_summary(payer: LayerResult) -> str:
         elif step.rule == "rate.flat":
             parts.append(f"{_percent(inputs['rate'])} of {_amount(inputs['amount'])}")
         elif step.rule == "rate.bands":
-            parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of {_amount(inputs['amount'])}")
+            above = f" above {_amount(inputs['above'])}" if "above" in inputs else ""
+            parts.append(f"{_bands(inputs['bands'], inputs['rate_add'])} of {_amount(inputs['amount'])}{above}")
         elif step.rule == "rate.annual_cumulative":
             parts.append(f"year's cumulative {_amount(inputs['cumulative_before'])} -> "
                          f"{_amount(inputs['cumulative_after'])} above the threshold {_amount(inputs['threshold'])}, "
@@ -37,6 +38,13 @@ def rule_summary(payer: LayerResult) -> str:
             what = "patient pays at most" if "patient" in step.rule else "reimbursement at most"
             parts.append(f"{what} {_percent(inputs['share'])} of {inputs['base']} "
                          f"({_amount(inputs['bound'])})")
+        elif step.rule == "base.above_cap":
+            layers = ", ".join(cast(tuple[str, ...], inputs["layers"]))
+            parts.append(f"on {_amount(step.output)} above the cap line of {layers}")
+        elif step.rule == "cap.line":
+            parts.append(f"{_amount(step.output)} above its cap line")
+        elif step.rule == "cap.limit":
+            parts.append(f"limit {inputs['limit']} reached: {_amount(step.output)}")
         elif step.rule.startswith("cap."):
             parts.append(f"{step.rule.replace('_', '-').replace('.', ' ')} reached: {_amount(step.output)}")
     return "; ".join(parts)
@@ -53,7 +61,7 @@ def _bands(bands: object, rate_add: object) -> str:
     words = []
     for band in bands:
         assert isinstance(band, Band)
-        percent = _percent(min(Decimal(1), band.rate + add))
+        percent = _percent(min(Decimal(1), max(Decimal(0), band.rate + add)))
         words.append(f"{percent} to {_amount(band.upper)}" if band.upper is not None else f"{percent} above")
     return ", ".join(words)
 
