@@ -36,7 +36,7 @@ from settlement.wire.requests import SettleRequest
 COLUMNS = ("public_id", "hospital_id", "transaction_id", "id_number", "insurance_year", "visit_id", "visit_type",
            "settled_at", "created_at", "tariff_version_id", "tariff_sha256", "tariff_parent_version_id", "total_fen",
            "out_of_catalogue_fen", "over_price_limit_fen", "pre_self_pay_fen", "in_scope_fen", "patient_fen",
-           "admissions", "categories", "accumulators_before", "claim", "result")
+           "admissions", "categories", "retired", "accumulators_before", "claim", "result")
 
 
 def create() -> FastAPI:
@@ -68,9 +68,11 @@ def create() -> FastAPI:
         values = dict(zip(COLUMNS, row, strict=True))
         rows = SettlementRows(settlement=values, movements={fund: (p, d, c) for fund, p, d, c in movements},
                               request_hash=request_hash[0], actor=f"hospital:{values['hospital_id']}",
-                              audit_details=orjson.dumps({"transaction_id": values["transaction_id"]}).decode())
+                              audit_details=orjson.dumps({"transaction_id": values["transaction_id"]}).decode(),
+                              level=orjson.loads(values["claim"])["hospital"]["level"])
+        day = values["settled_at"].date()
         locked = SettlementKey(values["hospital_id"], values["transaction_id"], values["id_number"],
-                               values["insurance_year"], values["settled_at"].date())
+                               values["insurance_year"], day, day)
         return rows, locked
 
     app = pooled_app(settling, on_close=application.dispose)

@@ -112,10 +112,10 @@ def test_db_upgrade_is_idempotent(cli_env: Service, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SETTLEMENT_DATABASE_URL", fresh)
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     created = schema(fresh)
-    # The triggers: 6 append-only tables x 2 (UPDATE, DELETE), the 3 guards of tariff versions, and the 10 that
+    # The triggers: 7 append-only tables x 2 (UPDATE, DELETE), the 3 guards of tariff versions, and the 10 that
     # move the credentials generation (principals and hospitals: UPDATE, DELETE; SOAP passwords and dialect
     # bindings: INSERT too).
-    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 25
+    assert "settlements" in created[0] and created[1] == before[1] and created[2] == 27
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert schema(fresh) == created
 

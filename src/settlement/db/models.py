@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -99,6 +100,7 @@ class Person(Base):
     name: Mapped[str] = mapped_column(String(64))
     scheme: Mapped[str] = mapped_column(String(16))
     region: Mapped[str] = mapped_column(String(6))
+    retired: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # 退休 (employee scheme)
 
 
 class PersonCategory(Base):
@@ -187,6 +189,11 @@ class PersonYear(Base):
     id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     admissions: Mapped[int] = mapped_column(Integer, default=0)
+    # The same admissions by the hospital's level (the sum of settlements and reversals of stays at that level).
+    admissions_township: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    admissions_county: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    admissions_city: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    admissions_provincial: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class FundYear(Base):
@@ -199,6 +206,18 @@ class FundYear(Base):
     paid_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     deductible_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     cumulative_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LimitYear(Base):
+    """What a fund paid a person in a year against one limit inside it (门诊统筹, a disease's 门诊慢特病 limit): a
+    part of the fund's paid figure, kept apart; always the sum of that person's limit entries."""
+
+    __tablename__ = "limit_years"
+    id_number: Mapped[str] = mapped_column(String(18), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fund: Mapped[str] = mapped_column(String(6), primary_key=True)
+    name: Mapped[str] = mapped_column(String(130), primary_key=True)  # the limit, and its disease when per disease
+    paid_fen: Mapped[int] = mapped_column(BigInteger)
 
 
 class Settlement(Base):
@@ -227,7 +246,8 @@ class Settlement(Base):
     in_scope_fen: Mapped[int] = mapped_column(BigInteger)
     patient_fen: Mapped[int] = mapped_column(BigInteger)
     admissions: Mapped[int] = mapped_column(SmallInteger)  # 1 for an inpatient stay, else 0
-    categories: Mapped[str] = mapped_column(Text)  # JSON list: the roster's categories on the settlement date
+    categories: Mapped[str] = mapped_column(Text)  # JSON list: the roster's categories on the tariff's date
+    retired: Mapped[bool | None] = mapped_column(Boolean)  # the roster's, as used; None before revision 0009
     accumulators_before: Mapped[str] = mapped_column(Text)  # JSON: what the computation started from
     claim: Mapped[str] = mapped_column(Text)  # JSON: the claim as received
     result: Mapped[str] = mapped_column(Text)  # JSON: the reply, shares and trace
@@ -264,6 +284,24 @@ class LedgerEntry(Base):
     cumulative_fen: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     correction_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("corrections.id"))
+
+
+class LimitEntry(Base):
+    """One entry per limit a settlement's payment counted against; a reversal adds the negative mirror."""
+
+    __tablename__ = "limit_entries"
+    __table_args__ = (Index("ix_limit_entries_person_year", "id_number", "insurance_year"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    settlement_id: Mapped[int] = mapped_column(BigId, ForeignKey("settlements.id"), index=True)
+    reversal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("reversals.id"))
+    reverses_entry_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("limit_entries.id"))
+    hospital_id: Mapped[int] = mapped_column(ForeignKey("hospitals.id"))
+    id_number: Mapped[str] = mapped_column(String(18))
+    insurance_year: Mapped[int] = mapped_column(Integer)
+    fund: Mapped[str] = mapped_column(String(6))
+    name: Mapped[str] = mapped_column(String(130))
+    paid_fen: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class IdempotencyRecord(Base):
@@ -457,4 +495,5 @@ class ClearingRun(Base):
     totals: Mapped[str] = mapped_column(Text, default="[]")
 
 
-APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log", "soap_exchanges", "corrections")
+APPEND_ONLY_TABLES = ("settlements", "reversals", "ledger_entries", "audit_log", "soap_exchanges", "corrections",
+                      "limit_entries")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
@@ -22,6 +22,8 @@ from settlement.db.models import (
     HospitalDialect,
     IdempotencyRecord,
     LedgerEntry,
+    LimitEntry,
+    LimitYear,
     Person,
     PersonCategory,
     PersonYear,
@@ -39,6 +41,9 @@ from settlement.db.models import (
 
 PERSON_YEARS = cast(Table, PersonYear.__table__)
 FUND_YEARS = cast(Table, FundYear.__table__)
+LIMIT_YEARS = cast(Table, LimitYear.__table__)
+LIMIT_ENTRIES = cast(Table, LimitEntry.__table__)
+LEVELS = ("township", "county", "city", "provincial")  # person_years.admissions_<level>
 AUDIT_LOG = cast(Table, AuditEntry.__table__)
 NONCES = cast(Table, WsseNonce.__table__)
 EXCHANGES = cast(Table, SoapExchange.__table__)
@@ -54,11 +59,13 @@ class Statements:
 
     lock_year: Any
     funds: Any
+    limits: Any
     categories_on: Any
-    roster_on: Any
+    roster: Any
     answer: Any
     move_admissions: Any
     move_funds: Any
+    move_limits: Any
     generation: Any
     schedule_lock_shared: Any
 
@@ -66,28 +73,33 @@ class Statements:
 @functools.cache
 def _statements(dialect: str) -> Statements:
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    years, funds = PERSON_YEARS, FUND_YEARS
+    years, funds, limits = PERSON_YEARS, FUND_YEARS, LIMIT_YEARS
     upsert_funds = dialect_insert(funds)
+    upsert_limits = dialect_insert(limits)
+    by_level = [years.c[f"admissions_{level}"] for level in LEVELS]
     return Statements(
         lock_year=dialect_insert(years).values(id_number=bindparam("p_id"), year=bindparam("p_year"), admissions=0)
         .on_conflict_do_update(index_elements=["id_number", "year"], set_={"admissions": years.c.admissions})
-        .returning(years.c.admissions),
+        .returning(years.c.admissions, *by_level),
         funds=select(funds.c.fund, funds.c.paid_fen, funds.c.deductible_fen, funds.c.cumulative_fen)
         .where(funds.c.id_number == bindparam("p_id"), funds.c.year == bindparam("p_year")),
+        limits=select(limits.c.fund, limits.c.name, limits.c.paid_fen)
+        .where(limits.c.id_number == bindparam("p_id"), limits.c.year == bindparam("p_year")),
+        # The person's roster record with the category rows in force on some day of [p_first, p_last]: no row when
+        # the person is not on the roster; one row with no category when none is in force then.
+        roster=select(Person.scheme, Person.region, Person.retired, PersonCategory.category, PersonCategory.valid_from,
+                      PersonCategory.valid_to)
+        .select_from(Person)
+        .outerjoin(PersonCategory, and_(PersonCategory.person_id == Person.id,
+                                        PersonCategory.valid_from <= bindparam("p_last"),
+                                        or_(PersonCategory.valid_to.is_(None),
+                                            PersonCategory.valid_to >= bindparam("p_first"))))
+        .where(Person.id_number == bindparam("p_id"))
+        .order_by(PersonCategory.category, PersonCategory.valid_from),
         categories_on=select(PersonCategory.category, PersonCategory.valid_from, PersonCategory.valid_to)
         .join(Person, Person.id == PersonCategory.person_id)
         .where(Person.id_number == bindparam("p_id"), PersonCategory.valid_from <= bindparam("p_day"),
                or_(PersonCategory.valid_to.is_(None), PersonCategory.valid_to >= bindparam("p_day")))
-        .order_by(PersonCategory.category),
-        # The person's roster record with the categories in force on a day: no row when the person is not on the
-        # roster; one row with no category when none is in force that day.
-        roster_on=select(Person.scheme, Person.region, PersonCategory.category, PersonCategory.valid_from,
-                         PersonCategory.valid_to)
-        .outerjoin(PersonCategory, and_(PersonCategory.person_id == Person.id,
-                                        PersonCategory.valid_from <= bindparam("p_day"),
-                                        or_(PersonCategory.valid_to.is_(None),
-                                            PersonCategory.valid_to >= bindparam("p_day"))))
-        .where(Person.id_number == bindparam("p_id"))
         .order_by(PersonCategory.category),
         # A settlement's record keeps no copy of its reply (an empty response): the settlement's own is the answer.
         answer=select(IdempotencyRecord.key, IdempotencyRecord.request_hash, IdempotencyRecord.status_code,
@@ -98,13 +110,18 @@ def _statements(dialect: str) -> Statements:
                                     Settlement.transaction_id == IdempotencyRecord.key))
         .where(IdempotencyRecord.hospital_id == bindparam("p_hospital"), IdempotencyRecord.key == bindparam("p_key")),
         move_admissions=update(years).where(years.c.id_number == bindparam("p_id"), years.c.year == bindparam("p_year"))
-        .values(admissions=years.c.admissions + bindparam("p_delta")),
+        .values(admissions=years.c.admissions + bindparam("p_delta"), **{
+            f"admissions_{level}": years.c[f"admissions_{level}"]
+            + case((bindparam("p_level") == level, bindparam("p_delta")), else_=0) for level in LEVELS}),
         generation=select(SCHEDULE.c.generation).where(SCHEDULE.c.id == 1),
         schedule_lock_shared=select(func.pg_advisory_xact_lock_shared(bindparam("p_lock"))),
         move_funds=upsert_funds.on_conflict_do_update(
             index_elements=["id_number", "year", "fund"],
             set_={name: funds.c[name] + upsert_funds.excluded[name]
                   for name in ("paid_fen", "deductible_fen", "cumulative_fen")}),
+        move_limits=upsert_limits.on_conflict_do_update(
+            index_elements=["id_number", "year", "fund", "name"],
+            set_={"paid_fen": limits.c.paid_fen + upsert_limits.excluded.paid_fen}),
     )
 
 
@@ -129,6 +146,7 @@ class RosterPerson(NamedTuple):
 
     scheme: str
     region: str
+    retired: bool = False  # 退休 (the employee scheme), which a tariff's rules may test
 
 
 class VersionRow(NamedTuple):
@@ -157,6 +175,29 @@ class YearFigures:
 
     admissions: int
     funds: dict[str, tuple[int, int, int]]  # fund -> (paid, deductible used, cumulative)
+    by_level: dict[str, int] = field(default_factory=dict)  # the admissions by hospital level (non-zero ones)
+    limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (fund, limit) -> paid against it
+
+
+def levels_of(counts: Sequence[int]) -> dict[str, int]:
+    """person_years.admissions_<level> columns, in LEVELS order, as a mapping of the non-zero ones."""
+    return {level: int(count) for level, count in zip(LEVELS, counts, strict=True) if count}
+
+
+class RosterView(NamedTuple):
+    """What the roster says of a person for a claim: the person's record (None when not on the roster) and the
+    category rows in force on some day of the claim's dates (the tariff says which day decides)."""
+
+    person: RosterPerson | None
+    spans: tuple[CategorySpan, ...]  # by category, then start
+
+    @property
+    def retired(self) -> bool:
+        return self.person is not None and self.person.retired
+
+    def categories_on(self, day: date) -> tuple[str, ...]:
+        return tuple(span.category for span in self.spans
+                     if span.valid_from <= day and (span.valid_to is None or span.valid_to >= day))
 
 
 class Repository:
@@ -221,13 +262,15 @@ class Repository:
         rows = self._core(_statements(self.dialect).categories_on, {"p_id": id_number, "p_day": day})
         return [CategorySpan(*row) for row in rows]
 
-    def roster_on(self, id_number: str, day: date) -> tuple[RosterPerson | None, list[CategorySpan]]:
-        """The person's roster record (None when not on the roster) and categories in force on `day`, in one
+    def roster_between(self, id_number: str, first: date, last: date) -> RosterView:
+        """The person's roster record and category rows in force on some day from `first` to `last`, in one
         statement."""
-        rows = self._core(_statements(self.dialect).roster_on, {"p_id": id_number, "p_day": day}).all()
+        rows = self._core(_statements(self.dialect).roster,
+                          {"p_id": id_number, "p_first": first, "p_last": last}).all()
         if not rows:
-            return None, []
-        return RosterPerson(rows[0][0], rows[0][1]), [CategorySpan(*row[2:]) for row in rows if row[2] is not None]
+            return RosterView(None, ())
+        person = RosterPerson(rows[0][0], rows[0][1], bool(rows[0][2]))
+        return RosterView(person, tuple(CategorySpan(*row[3:]) for row in rows if row[3] is not None))
 
     # The roster import, a chunk of rows at a time (services.roster): reads and writes in bulk.
 
@@ -238,13 +281,14 @@ class Repository:
         if self.dialect == "postgresql":
             self.session.execute(text("SELECT pg_advisory_xact_lock(:p_lock)"), {"p_lock": ROSTER_IMPORT_LOCK})
 
-    def persons_by_id_number(self, id_numbers: Collection[str]) -> dict[str, tuple[int, str, str, str]]:
-        """id number -> (id, name, scheme, region) of the persons known among `id_numbers`."""
+    def persons_by_id_number(self, id_numbers: Collection[str]) -> dict[str, tuple[int, str, str, str, bool]]:
+        """id number -> (id, name, scheme, region, retired) of the persons known among `id_numbers`."""
         if not id_numbers:
             return {}
-        rows = self.session.execute(select(Person.id_number, Person.id, Person.name, Person.scheme, Person.region)
+        rows = self.session.execute(select(Person.id_number, Person.id, Person.name, Person.scheme, Person.region,
+                                           Person.retired)
                                     .where(Person.id_number.in_(id_numbers)))
-        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+        return {row[0]: (row[1], row[2], row[3], row[4], bool(row[5])) for row in rows}
 
     def insert_persons(self, values: list[dict[str, Any]]) -> dict[str, int]:
         """Insert persons; their ids by id number."""
@@ -348,6 +392,12 @@ class Repository:
             LedgerEntry.settlement_id.in_(settlement_ids), LedgerEntry.reversal_id.is_(None),
             LedgerEntry.correction_id.is_(None)).order_by(LedgerEntry.id)).all()
 
+    def original_limit_entries(self, settlement_ids: Sequence[int]) -> Sequence[LimitEntry]:
+        """The limit entries the settlements made themselves (not their reversals)."""
+        return self.session.scalars(select(LimitEntry).where(
+            LimitEntry.settlement_id.in_(settlement_ids), LimitEntry.reversal_id.is_(None))
+            .order_by(LimitEntry.id)).all()
+
     def reversal_times(self, settlement_ids: Sequence[int]) -> dict[int, datetime]:
         rows = self.session.execute(select(Reversal.settlement_id, Reversal.created_at)
                                     .where(Reversal.settlement_id.in_(settlement_ids))).all()
@@ -364,31 +414,43 @@ class Repository:
         funds are read by a second statement, whose snapshot is taken after the lock was granted.
         """
         statements = _statements(self.dialect)
-        admissions: int = self._core(statements.lock_year, {"p_id": id_number, "p_year": year}).scalar_one()
-        return YearFigures(admissions, self._funds(id_number, year))
+        row = self._core(statements.lock_year, {"p_id": id_number, "p_year": year}).one()
+        return YearFigures(row[0], self._funds(id_number, year), levels_of(row[1:]), self._limits(id_number, year))
 
     def _funds(self, id_number: str, year: int) -> dict[str, tuple[int, int, int]]:
         rows = self._core(_statements(self.dialect).funds, {"p_id": id_number, "p_year": year})
         return {fund: (paid, deductible, cumulative) for fund, paid, deductible, cumulative in rows}
 
+    def _limits(self, id_number: str, year: int) -> dict[tuple[str, str], int]:
+        rows = self._core(_statements(self.dialect).limits, {"p_id": id_number, "p_year": year})
+        return {(fund, name): paid for fund, name, paid in rows}
+
     def read_year(self, id_number: str, year: int) -> YearFigures:
         """The figures without a lock, for displays (eligibility) and quotes."""
         table = PERSON_YEARS
-        admissions = self._core(select(table.c.admissions).where(
-            table.c.id_number == id_number, table.c.year == year)).scalar()
-        return YearFigures(admissions or 0, self._funds(id_number, year))
+        row = self._core(select(table.c.admissions, *(table.c[f"admissions_{level}"] for level in LEVELS)).where(
+            table.c.id_number == id_number, table.c.year == year)).first()
+        if row is None:
+            return YearFigures(0, self._funds(id_number, year), {}, self._limits(id_number, year))
+        return YearFigures(row[0], self._funds(id_number, year), levels_of(row[1:]), self._limits(id_number, year))
 
-    def move_year(self, id_number: str, year: int, admissions: int,
-                  funds: dict[str, tuple[int, int, int]]) -> None:
-        """Add movements (positive for a settlement, negative for a reversal) to a year locked by lock_year."""
+    def move_year(self, id_number: str, year: int, admissions: int, funds: dict[str, tuple[int, int, int]],
+                  level: str = "", limits: dict[tuple[str, str], int] | None = None) -> None:
+        """Add movements (positive for a settlement, negative for a reversal) to a year locked by lock_year: the
+        admissions (of a stay at a hospital of `level`), the funds' figures and the limits'."""
         statements = _statements(self.dialect)
         if admissions:
-            self._core(statements.move_admissions, {"p_id": id_number, "p_year": year, "p_delta": admissions})
+            self._core(statements.move_admissions, {"p_id": id_number, "p_year": year, "p_delta": admissions,
+                                                    "p_level": level})
         if funds:
             self._core(statements.move_funds, [
                 {"id_number": id_number, "year": year, "fund": fund, "paid_fen": paid,
                  "deductible_fen": deductible, "cumulative_fen": cumulative}
                 for fund, (paid, deductible, cumulative) in funds.items()])
+        if limits:
+            self._core(statements.move_limits, [
+                {"id_number": id_number, "year": year, "fund": fund, "name": name, "paid_fen": paid}
+                for (fund, name), paid in limits.items()])
 
     def insert_returning_id(self, table: Table, values: dict[str, Any]) -> int:
         """One INSERT ... RETURNING id: the write path avoids the ORM's per-object bookkeeping."""
@@ -443,6 +505,18 @@ class Repository:
         if after_id is not None:
             query = query.where(Settlement.id > after_id)
         return [(row[0], row[1]) for row in self.session.execute(query)]
+
+    def limit_entries_of(self, settlement_id: int) -> Sequence[LimitEntry]:
+        return self.session.scalars(select(LimitEntry).where(LimitEntry.settlement_id == settlement_id,
+                                                             LimitEntry.reversal_id.is_(None))
+                                    .order_by(LimitEntry.id)).all()
+
+    def limit_totals(self, id_number: str, year: int) -> dict[tuple[str, str], int]:
+        """The sum of a person's limit entries for a year: what the limits' year figures must equal."""
+        query = (select(LimitEntry.fund, LimitEntry.name, func.sum(LimitEntry.paid_fen))
+                 .where(LimitEntry.id_number == id_number, LimitEntry.insurance_year == year)
+                 .group_by(LimitEntry.fund, LimitEntry.name))
+        return {(fund, name): int(paid) for fund, name, paid in self.session.execute(query)}
 
     def ledger_totals(self, id_number: str, year: int) -> dict[str, tuple[int, int, int]]:
         """The sum of a person's ledger for a year, per fund: what the year figures must equal."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -29,11 +29,22 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from settlement.db.aiopool import AsyncPool
-from settlement.db.models import IdempotencyRecord, LedgerEntry, Settlement
-from settlement.db.repositories import TARIFF_SCHEDULE_LOCK, RosterPerson, StoredAnswer, VersionRow, YearFigures
+from settlement.db.models import IdempotencyRecord, LedgerEntry, LimitEntry, Settlement
+from settlement.db.repositories import (
+    LEVELS,
+    TARIFF_SCHEDULE_LOCK,
+    CategorySpan,
+    RosterPerson,
+    RosterView,
+    StoredAnswer,
+    VersionRow,
+    YearFigures,
+    levels_of,
+)
 
 SETTLEMENTS = cast(Table, Settlement.__table__)
 LEDGER = cast(Table, LedgerEntry.__table__)
+LIMIT_ENTRIES = cast(Table, LimitEntry.__table__)
 IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
 # The use cases' unit of work (settlement.services.uow): a context manager whose `repo` and `commit()` are used.
 UnitOfWorks = Callable[[], AbstractContextManager[Any]]
@@ -46,15 +57,17 @@ class SettlementKey(NamedTuple):
     transaction_id: str
     id_number: str
     insurance_year: int
-    settled_on: date  # the roster's categories are those in force on this day (Asia/Shanghai)
+    # The roster is read for these days (the claim's first and last date): the tariff, resolved after the read,
+    # says which of the claim's dates decides its categories.
+    roster_from: date
+    roster_to: date
 
 
 class Opened(NamedTuple):
     generation: int  # the tariff schedule's, under its shared lock
     figures: YearFigures  # the person's year, under its lock
-    categories: tuple[str, ...]  # the roster's, on the settlement date
+    roster: RosterView  # the roster's record of the person and categories, for the claim's dates
     answer: StoredAnswer | None  # what the key already answered, if it was used
-    person: RosterPerson | None = None  # the roster's scheme and region, when the person is on it
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class SettlementRows:
     request_hash: str
     actor: str
     audit_details: str  # JSON, personal data masked
+    limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (fund, limit) -> paid against it, in fen
+    level: str = ""  # the hospital's level: the stay it adds to the year counts there too
 
 
 class SettlementTransaction(Protocol):
@@ -106,7 +121,10 @@ class _SessionTransaction:
         repo.insert_many(LEDGER, [
             {**common, "fund": fund, "paid_fen": paid, "deductible_fen": deductible, "cumulative_fen": cumulative}
             for fund, (paid, deductible, cumulative) in rows.movements.items()])
-        repo.move_year(values["id_number"], values["insurance_year"], values["admissions"], rows.movements)
+        repo.insert_many(LIMIT_ENTRIES, [{**common, "fund": fund, "name": name, "paid_fen": paid}
+                                         for (fund, name), paid in rows.limits.items()])
+        repo.move_year(values["id_number"], values["insurance_year"], values["admissions"], rows.movements,
+                       rows.level, rows.limits)
         repo.insert_many(IDEMPOTENCY, [{
             "hospital_id": values["hospital_id"], "key": values["transaction_id"], "operation": "settle",
             "request_hash": rows.request_hash, "status_code": 201, "response": "",
@@ -128,10 +146,9 @@ class SessionSettling:
             repo = unit.repo
             generation = repo.tariff_generation(shared_lock=True)
             figures = repo.lock_year(key.id_number, key.insurance_year)
-            person, spans = repo.roster_on(key.id_number, key.settled_on)
+            roster = repo.roster_between(key.id_number, key.roster_from, key.roster_to)
             answer = repo.idempotency_record(key.hospital_id, key.transaction_id)
-            yield _SessionTransaction(unit, Opened(generation, figures, tuple(span.category for span in spans), answer,
-                                                   person))
+            yield _SessionTransaction(unit, Opened(generation, figures, roster, answer))
 
 
 # PostgreSQL: two round trips in pipeline mode
@@ -141,23 +158,32 @@ LOCK_YEAR = """
 INSERT INTO person_years (id_number, year, admissions)
 SELECT %(id_number)s, %(year)s, 0 FROM (SELECT pg_advisory_xact_lock_shared(%(schedule_lock)s)) AS schedule
 ON CONFLICT (id_number, year) DO UPDATE SET admissions = person_years.admissions
-RETURNING admissions
+RETURNING admissions, admissions_township, admissions_county, admissions_city, admissions_provincial
 """
 
+# The roster's category rows in force on some day of the claim's dates (the tariff, resolved from the generation
+# read here, says which day decides), with their dates; the limits inside funds beside the funds' figures.
 READ = """
 SELECT (SELECT generation FROM tariff_schedule WHERE id = 1),
        funds.names, funds.paid, funds.deductible, funds.cumulative,
-       ARRAY(SELECT category.category FROM person_categories AS category
-             WHERE category.person_id = person.id AND category.valid_from <= %(day)s
-               AND (category.valid_to IS NULL OR category.valid_to >= %(day)s)
-             ORDER BY category.category),
-       person.scheme, person.region,
+       spans.categories, spans.starts, spans.ends, person.scheme, person.region, person.retired,
+       limits.funds, limits.names, limits.paid,
        answer.key, answer.request_hash, answer.status_code, answer.response, answer.operation
 FROM (SELECT array_agg(fund ORDER BY fund) AS names, array_agg(paid_fen ORDER BY fund) AS paid,
              array_agg(deductible_fen ORDER BY fund) AS deductible,
              array_agg(cumulative_fen ORDER BY fund) AS cumulative
       FROM fund_years WHERE id_number = %(id_number)s AND year = %(year)s) AS funds
-LEFT JOIN LATERAL (SELECT id, scheme, region FROM persons WHERE id_number = %(id_number)s) AS person ON true
+LEFT JOIN LATERAL (SELECT id, scheme, region, retired FROM persons WHERE id_number = %(id_number)s) AS person ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(category.category ORDER BY category.category, category.valid_from) AS categories,
+           array_agg(category.valid_from ORDER BY category.category, category.valid_from) AS starts,
+           array_agg(category.valid_to ORDER BY category.category, category.valid_from) AS ends
+    FROM person_categories AS category
+    WHERE category.person_id = person.id AND category.valid_from <= %(last)s
+      AND (category.valid_to IS NULL OR category.valid_to >= %(first)s)) AS spans ON true
+CROSS JOIN (SELECT array_agg(fund ORDER BY fund, name) AS funds, array_agg(name ORDER BY fund, name) AS names,
+                   array_agg(paid_fen ORDER BY fund, name) AS paid
+            FROM limit_years WHERE id_number = %(id_number)s AND year = %(year)s) AS limits
 LEFT JOIN LATERAL (
     SELECT record.key, record.request_hash, record.status_code,
            CASE WHEN record.response = '' THEN settlement.result ELSE record.response END AS response,
@@ -173,11 +199,11 @@ WITH settlement AS (
     INSERT INTO settlements (public_id, hospital_id, transaction_id, id_number, insurance_year, visit_id, visit_type,
         settled_at, created_at, tariff_version_id, tariff_sha256, tariff_parent_version_id, total_fen,
         out_of_catalogue_fen, over_price_limit_fen, pre_self_pay_fen, in_scope_fen, patient_fen, admissions,
-        categories, accumulators_before, claim, result)
+        categories, retired, accumulators_before, claim, result)
     VALUES (%(public_id)s, %(hospital_id)s, %(transaction_id)s, %(id_number)s, %(insurance_year)s, %(visit_id)s,
         %(visit_type)s, %(settled_at)s, %(created_at)s, %(tariff_version_id)s, %(tariff_sha256)s,
         %(tariff_parent_version_id)s, %(total_fen)s, %(out_of_catalogue_fen)s, %(over_price_limit_fen)s,
-        %(pre_self_pay_fen)s, %(in_scope_fen)s, %(patient_fen)s, %(admissions)s, %(categories)s,
+        %(pre_self_pay_fen)s, %(in_scope_fen)s, %(patient_fen)s, %(admissions)s, %(categories)s, %(retired)s,
         %(accumulators_before)s, %(claim)s, %(result)s)
     RETURNING id
 ), moved AS (
@@ -190,8 +216,25 @@ WITH settlement AS (
         moved.deductible, moved.cumulative, %(created_at)s
     FROM settlement CROSS JOIN moved ORDER BY moved.position
 ), stays AS (
-    UPDATE person_years SET admissions = admissions + %(admissions)s
+    UPDATE person_years SET admissions = admissions + %(admissions)s,
+        admissions_township = admissions_township + %(admissions_township)s,
+        admissions_county = admissions_county + %(admissions_county)s,
+        admissions_city = admissions_city + %(admissions_city)s,
+        admissions_provincial = admissions_provincial + %(admissions_provincial)s
     WHERE id_number = %(id_number)s AND year = %(insurance_year)s AND %(admissions)s <> 0
+), limited AS (
+    SELECT * FROM unnest(%(limit_funds)s::text[], %(limit_names)s::text[], %(limit_paid)s::bigint[])
+        WITH ORDINALITY AS limited (fund, name, paid, position)
+), limit_entries AS (
+    INSERT INTO limit_entries (settlement_id, hospital_id, id_number, insurance_year, fund, name, paid_fen,
+        created_at)
+    SELECT settlement.id, %(hospital_id)s, %(id_number)s, %(insurance_year)s, limited.fund, limited.name,
+        limited.paid, %(created_at)s
+    FROM settlement CROSS JOIN limited ORDER BY limited.position
+), limits AS (
+    INSERT INTO limit_years AS year (id_number, year, fund, name, paid_fen)
+    SELECT %(id_number)s, %(insurance_year)s, limited.fund, limited.name, limited.paid FROM limited
+    ON CONFLICT (id_number, year, fund, name) DO UPDATE SET paid_fen = year.paid_fen + excluded.paid_fen
 ), funds AS (
     INSERT INTO fund_years AS year (id_number, year, fund, paid_fen, deductible_fen, cumulative_fen)
     SELECT %(id_number)s, %(insurance_year)s, moved.fund, moved.paid, moved.deductible, moved.cumulative FROM moved
@@ -224,26 +267,36 @@ class PostgresStatements:
 
     @staticmethod
     def read_parameters(key: SettlementKey) -> dict[str, Any]:
-        return {"id_number": key.id_number, "year": key.insurance_year, "day": key.settled_on,
-                "hospital_id": key.hospital_id, "key": key.transaction_id}
+        return {"id_number": key.id_number, "year": key.insurance_year, "first": key.roster_from,
+                "last": key.roster_to, "hospital_id": key.hospital_id, "key": key.transaction_id}
 
     @staticmethod
     def opened(locked: tuple[Any, ...] | None, read: tuple[Any, ...] | None) -> Opened:
         assert locked is not None and read is not None  # each statement returns exactly one row
-        generation, names, paid, deductible, cumulative, categories, scheme, region = read[:8]
+        generation, names, paid, deductible, cumulative, categories, starts, ends, scheme, region, retired = read[:11]
+        limit_funds, limit_names, limit_paid = read[11:14]
         funds = {fund: (p, d, c) for fund, p, d, c in zip(names or (), paid or (), deductible or (), cumulative or (),
                                                           strict=True)}
-        answer = StoredAnswer(*read[8:]) if read[8] is not None else None
-        person = RosterPerson(scheme, region) if scheme is not None else None
-        return Opened(int(generation), YearFigures(int(locked[0]), funds), tuple(categories), answer, person)
+        limits = {(fund, name): p for fund, name, p in zip(limit_funds or (), limit_names or (), limit_paid or (),
+                                                           strict=True)}
+        spans = tuple(CategorySpan(*span) for span in zip(categories or (), starts or (), ends or (), strict=True))
+        answer = StoredAnswer(*read[14:]) if read[14] is not None else None
+        person = RosterPerson(scheme, region, bool(retired)) if scheme is not None else None
+        figures = YearFigures(int(locked[0]), funds, levels_of(locked[1:]), limits)
+        return Opened(int(generation), figures, RosterView(person, spans), answer)
 
     @staticmethod
     def write_parameters(rows: SettlementRows) -> dict[str, Any]:
         moved = list(rows.movements.values())
+        admissions = rows.settlement["admissions"]
         # The movements go as array literals (text, cast by the statement): psycopg's list dumpers cost twice as
         # much as all the other parameters together.
         return {**rows.settlement, "funds": _text_array(rows.movements), "paid": _int_array(m[0] for m in moved),
                 "deductible": _int_array(m[1] for m in moved), "cumulative": _int_array(m[2] for m in moved),
+                **{f"admissions_{level}": admissions if level == rows.level else 0 for level in LEVELS},
+                "limit_funds": _text_array(fund for fund, _ in rows.limits),
+                "limit_names": _text_array(name for _, name in rows.limits),
+                "limit_paid": _int_array(rows.limits.values()),
                 "request_hash": rows.request_hash, "actor": rows.actor, "audit_details": rows.audit_details}
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Importing the civil-affairs roster: who is in which assistance category, from when to when.
 
 The file is a CSV with a header: id_number,name,scheme,region,category,valid_from,valid_to (valid_to empty
-while open-ended; dates as YYYY-MM-DD; UTF-8 or GBK). Rows with errors are reported (line, reason, the ID
-number masked) and skipped; the valid rows are kept. Where a file names a person, or a person's category from one
+while open-ended; dates as YYYY-MM-DD; UTF-8 or GBK), and optionally a last column `retired` (1 or 0, true or
+false: the employee scheme's 退休; a file without it leaves what is stored). A row with an empty category (and
+empty dates) records the person alone. Rows with errors are reported (line, reason, the ID number masked) and
+skipped; the valid rows are kept. Where a file names a person, or a person's category from one
 date, on several rows, its last row says what they are (so a file that contradicts itself still imports to one
 result). Importing the same rows again changes nothing.
 """
@@ -31,6 +33,8 @@ from settlement.services.text import CsvUnreadable, checked, csv_rows
 from settlement.tariffstore.store import TariffStore
 
 COLUMNS = ("id_number", "name", "scheme", "region", "category", "valid_from", "valid_to")
+RETIRED = "retired"  # an optional last column
+RETIRED_VALUES = {"1": True, "true": True, "0": False, "false": False}
 MAX_BYTES = 50 * 1024 * 1024
 CHUNK_ROWS = 1000  # rows read and written together: a few statements per chunk instead of four per row
 
@@ -77,8 +81,8 @@ def import_roster(context: Context, caller: Caller, filename: str, data: bytes) 
     checked(filename, "the file's name", FILENAME_MAX)
     report = RosterReport(filename, hashlib.sha256(data).hexdigest())
     reader = csv.DictReader(io.StringIO(decode(data)))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ServiceError(ServiceCode.ROSTER_INVALID, f"the header must be {','.join(COLUMNS)}")
+    if tuple(reader.fieldnames or ()) not in (COLUMNS, (*COLUMNS, RETIRED)):
+        raise ServiceError(ServiceCode.ROSTER_INVALID, f"the header must be {','.join(COLUMNS)}[,{RETIRED}]")
     now = context.clock()
     with context.uow() as tx:
         repo = tx.repo
@@ -112,9 +116,10 @@ class RosterRow(NamedTuple):
     name: str
     scheme: str
     region: str
-    category: str
-    valid_from: date
+    category: str  # empty: the row records the person alone
+    valid_from: date | None
     valid_to: date | None
+    retired: bool | None  # None: the file does not say
 
 
 def _accepted_rows(reader: csv.DictReader[str], categories: set[str], report: RosterReport) -> Iterator[RosterRow]:
@@ -137,25 +142,31 @@ def _parsed(row: dict[str, str | None]) -> RosterRow:
     def value(column: str) -> str:
         return (row[column] or "").strip()
 
+    retired = (row.get(RETIRED) or "").strip().lower()
     return RosterRow(value("id_number"), mask_id_numbers(value("name")), value("scheme"), value("region"),
-                     value("category"),
-                     date.fromisoformat(value("valid_from")),
-                     date.fromisoformat(value("valid_to")) if value("valid_to") else None)
+                     value("category"), date.fromisoformat(value("valid_from")) if value("valid_from") else None,
+                     date.fromisoformat(value("valid_to")) if value("valid_to") else None,
+                     RETIRED_VALUES[retired] if retired else None)
 
 
 class FinalValues(NamedTuple):
-    """What the file's last row of each says: a person's (name, scheme, region), a category row's end date."""
+    """What the file's last row of each says: a person's (name, scheme, region, retired), a category row's end
+    date."""
 
-    persons: dict[str, tuple[str, str, str]]
+    persons: dict[str, tuple[str, str, str, bool | None]]
     ends: dict[tuple[str, str, date], date | None]
 
 
 def _final_values(rows: list[RosterRow]) -> FinalValues:
-    """The values the file's last rows give."""
+    """The values the file's last rows give (a row that does not say whether the person is retired keeps what an
+    earlier one said)."""
     final = FinalValues({}, {})
     for row in rows:
-        final.persons[row.id_number] = (row.name, row.scheme, row.region)
-        final.ends[(row.id_number, row.category, row.valid_from)] = row.valid_to
+        earlier = final.persons.get(row.id_number)
+        retired = row.retired if row.retired is not None or earlier is None else earlier[3]
+        final.persons[row.id_number] = (row.name, row.scheme, row.region, retired)
+        if row.valid_from is not None:
+            final.ends[(row.id_number, row.category, row.valid_from)] = row.valid_to
     return final
 
 
@@ -167,17 +178,19 @@ def _import_chunk(repo: Repository, rows: list[RosterRow], final: FinalValues, r
     a change is counted when that differs from what is stored, so a later row of the same one changes nothing."""
     if not rows:
         return
-    stored = repo.persons_by_id_number({row.id_number for row in rows})  # id number -> (id, name, scheme, region)
-    current: dict[str, tuple[str, str, str]] = {number: person[1:] for number, person in stored.items()}
+    stored = repo.persons_by_id_number({row.id_number for row in rows})  # id number -> (id, name, ..., retired)
+    current: dict[str, tuple[str, str, str, bool]] = {number: person[1:] for number, person in stored.items()}
     new_persons: dict[str, dict[str, Any]] = {}
     changed_persons: dict[int, dict[str, Any]] = {}
     for row in rows:
-        wanted = final.persons[row.id_number]
-        if current.get(row.id_number) == wanted:
+        name, scheme, region, retired = final.persons[row.id_number]
+        known = current.get(row.id_number)
+        wanted = (name, scheme, region, retired if retired is not None else bool(known and known[3]))
+        if known == wanted:
             continue
         report.changed += 1
         current[row.id_number] = wanted
-        values = dict(zip(("name", "scheme", "region"), wanted, strict=True))
+        values = dict(zip(("name", "scheme", "region", "retired"), wanted, strict=True))
         if row.id_number in stored:
             person_id = stored[row.id_number][0]
             changed_persons[person_id] = {"id": person_id, **values}
@@ -192,6 +205,8 @@ def _import_chunk(repo: Repository, rows: list[RosterRow], final: FinalValues, r
     new_spans: dict[tuple[int, str, date], dict[str, Any]] = {}
     changed_spans: dict[int, dict[str, Any]] = {}
     for row in rows:
+        if row.valid_from is None:
+            continue  # the person alone
         key = (ids[row.id_number], row.category, row.valid_from)
         valid_to = final.ends[(row.id_number, row.category, row.valid_from)]
         if key in ends and ends[key] == valid_to:
@@ -223,6 +238,11 @@ def _row_problem(row: dict[str, str | None], categories: set[str]) -> str | None
         return f"scheme must be one of {sorted(Scheme)}"
     if not (len(values["region"]) == 6 and values["region"].isascii() and values["region"].isdigit()):
         return "region must be a 6-digit division code"
+    if values.get(RETIRED, "").lower() not in ("", *RETIRED_VALUES):
+        return "retired must be 1 or 0 (true or false), or empty"
+    if not values["category"]:
+        return None if not values["valid_from"] and not values["valid_to"] else \
+            "a row without a category records the person alone: leave its dates empty"
     if values["category"] not in categories:
         return f"unknown category {values['category']!r}"
     try:

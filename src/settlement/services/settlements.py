@@ -25,7 +25,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from settlement.db.aiopool import DatabaseUnreachable
-from settlement.db.models import Correction, IdempotencyRecord, LedgerEntry, Reversal, Settlement
+from settlement.db.models import Correction, IdempotencyRecord, LedgerEntry, LimitEntry, Reversal, Settlement
 from settlement.db.repositories import Repository, RosterPerson, StoredAnswer, YearFigures
 from settlement.db.settling import AsyncPipelinedSettling, Companion, Opened, SettlementKey, SettlementRows
 from settlement.domain.accumulators import Accumulators
@@ -39,6 +39,7 @@ from settlement.domain.settle import settle
 from settlement.problems import is_kept, problem_body
 from settlement.services import quotes
 from settlement.services.auth import Caller
+from settlement.services.claim_basis import claim_and_tariff, roster_window
 from settlement.services.context import Context
 from settlement.services.errors import OUTCOME_UNKNOWN, ServiceCode, ServiceError, database_problem
 from settlement.tariffstore.store import ResolvedTariff, TariffStore
@@ -122,6 +123,8 @@ def accumulators_from(figures: YearFigures, year: int) -> Accumulators:
         {fund: from_fen(d) for fund, (_, d, _) in figures.funds.items()},
         {fund: from_fen(c) for fund, (_, _, c) in figures.funds.items()},
         {fund: from_fen(p) for fund, (p, _, _) in figures.funds.items()},
+        figures.by_level,
+        {key: from_fen(paid) for key, paid in figures.limits.items()},
     )
 
 
@@ -143,20 +146,23 @@ def _reversal_hash(settlement_id: str, request: ReverseRequest) -> str:
     return canonical_hash("reverse", [settlement_id, request.model_dump(mode="json")])
 
 
+def limit_movements_of(computed: Computed) -> dict[tuple[str, str], int]:
+    """Per (fund, limit), what a settlement paid against a limit inside a fund, in fen, as its limit entries
+    record it."""
+    before, after = computed.accumulators_before.limits, computed.accumulators_after.limits
+    moved = {key: to_fen(amount - before.get(key, ZERO)) for key, amount in sorted(after.items())}
+    return {key: paid for key, paid in moved.items() if paid}
+
+
 def figures_hash(figures: YearFigures) -> str:
-    return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items())]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([figures.admissions, sorted(figures.funds.items()), sorted(
+        figures.by_level.items()), sorted(figures.limits.items())]).encode()).hexdigest()
 
 
 def _patient_names(claim_text: str) -> tuple[str, ...]:
     """The patient's name in a stored claim, to be masked in what is written about it."""
     name = json.loads(claim_text).get("patient", {}).get("name")
     return (name,) if isinstance(name, str) and name else ()
-
-
-def _settled_on(claim_in: ServiceClaimIn) -> date:
-    """The settlement's date in Asia/Shanghai: the roster's categories are those in force on it."""
-    visit = claim_in.visit
-    return visit.settled_at.astimezone(SHANGHAI).date() if visit.settled_at.tzinfo else visit.discharge_date
 
 
 def refuse_contradicting_roster(claim: Claim, person: RosterPerson | None) -> None:
@@ -309,13 +315,16 @@ class SettlementService:
     def _claim(self, repo: Repository, caller: Caller, claim_in: ServiceClaimIn) -> tuple[Claim, ResolvedTariff]:
         self._same_hospital(caller, claim_in)
         tariffs = self.ctx.tariffs.current(repo)  # the versions in force as of this transaction
-        # Categories come from the roster on the settlement date, never from the hospital.
-        person, spans = repo.roster_on(claim_in.patient.id_number, _settled_on(claim_in))
-        claim = claim_in.build(claim_in.patient, tuple(span.category for span in spans))
+        # The person's record and categories come from the roster (the categories in force on the date the tariff
+        # says decides), never from the hospital.
+        roster = repo.roster_between(claim_in.patient.id_number, *roster_window(claim_in))
+        now = self.ctx.clock()
+        return claim_and_tariff(claim_in, roster, tariffs, lambda claim: self._refuse_before_settling(
+            claim, roster.person, now))
+
+    def _refuse_before_settling(self, claim: Claim, person: RosterPerson | None, now: datetime) -> None:
         refuse_contradicting_roster(claim, person)
-        self._refuse_future_dates(claim, self.ctx.clock())
-        resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
-        return claim, resolved
+        self._refuse_future_dates(claim, now)
 
     def _refuse_future_dates(self, claim: Claim, now: datetime) -> None:
         problems = future_date_problems(claim, now, self.ctx.claim_clock_skew_seconds)
@@ -409,7 +418,7 @@ class SettlementService:
         dumped = request.model_dump(mode="json")
         # The insurance year is the discharge date's (domain.claim.Claim.insurance_year).
         locked = SettlementKey(hospital_id, request.transaction_id, claim_in.patient.id_number,
-                               claim_in.visit.discharge_date.year, _settled_on(claim_in))
+                               claim_in.visit.discharge_date.year, *roster_window(claim_in))
         return _SettlePlan(hospital_id, canonical_hash("settle", dumped), dumped["claim"], locked)
 
     def _settle_in(self, request: SettleRequest, plan: _SettlePlan, opened: Opened,
@@ -420,12 +429,11 @@ class SettlementService:
         if opened.answer is not None:
             return None, self._replay(opened.answer, plan.request_hash)
         claim_in = request.claim
-        # Categories come from the roster on the settlement date, never from the hospital.
-        claim = claim_in.build(claim_in.patient, opened.categories)
-        refuse_contradicting_roster(claim, opened.person)
+        # The person's record and categories come from the roster (the categories in force on the date the tariff
+        # says decides), never from the hospital.
         now = self.ctx.clock()
-        self._refuse_future_dates(claim, now)
-        resolved = tariffs.resolve(claim.patient.region, claim.tariff_date)
+        claim, resolved = claim_and_tariff(claim_in, opened.roster, tariffs, lambda built: self._refuse_before_settling(
+            built, opened.roster.person, now))
         year = claim.insurance_year
         assert year == plan.locked.insurance_year, "the year locked is the claim's insurance year"
         computed = settle(claim, resolved.tariff, accumulators_from(opened.figures, year))
@@ -514,6 +522,7 @@ class SettlementService:
                 "in_scope_fen": to_fen(dec.in_scope), "patient_fen": to_fen(computed.patient_pays),
                 "admissions": after.admissions - before.admissions,
                 "categories": json.dumps(list(claim.patient.categories)),  # ASCII-escaped, as always
+                "retired": claim.patient.retired,
                 "accumulators_before": dumps(accumulators_json(before)),
                 "claim": dumps(claim_json), "result": text,
             },
@@ -524,6 +533,8 @@ class SettlementService:
                 "transaction_id": request.transaction_id, "person": mask_id_number(id_number),
                 "total": fmt(dec.total), "paid": {fund: fmt(from_fen(m[0])) for fund, m in movements.items()},
                 "patient_pays": fmt(computed.patient_pays), "tariff": computed.tariff.sha256}),
+            limits=limit_movements_of(computed),
+            level=claim.hospital.level,
         )
         return rows, Reply(201, text, data=body)
 
@@ -572,7 +583,17 @@ class SettlementService:
                                          id_number=original.id_number, insurance_year=original.insurance_year,
                                          fund=fund, paid_fen=paid, deductible_fen=deductible,
                                          cumulative_fen=cumulative, created_at=now))
-                repo.move_year(original.id_number, original.insurance_year, -original.admissions, movements)
+                limits: dict[tuple[str, str], int] = {}
+                for limit in repo.limit_entries_of(original.id):
+                    repo.add(LimitEntry(settlement_id=original.id, reversal_id=reversal.id,
+                                        reverses_entry_id=limit.id, hospital_id=hospital_id,
+                                        id_number=limit.id_number, insurance_year=limit.insurance_year,
+                                        fund=limit.fund, name=limit.name, paid_fen=-limit.paid_fen, created_at=now))
+                    limits[(limit.fund, limit.name)] = -limit.paid_fen
+                # The stay is taken off the level it was counted at: the claim's, as received.
+                level = json.loads(original.claim)["hospital"]["level"] if original.admissions else ""
+                repo.move_year(original.id_number, original.insurance_year, -original.admissions, movements, level,
+                               limits)
                 # The patient's share as corrected: each correction moved money between a fund and the patient.
                 patient_fen = -(original.patient_fen - undone.corrected_fen)
                 text = dumps({
@@ -709,7 +730,7 @@ class SettlementService:
     def eligibility(self, caller: Caller, id_number: str, day: date) -> dict[str, Any]:
         with self.ctx.uow() as tx:
             person = tx.repo.person(id_number)
-            scheme, region = (person.scheme, person.region) if person else (None, None)
+            scheme, region, retired = (person.scheme, person.region, person.retired) if person else (None, None, None)
             categories = tx.repo.categories_on(id_number, day)
             figures = tx.repo.read_year(id_number, day.year)
             tariffs = self.ctx.tariffs.current(tx.repo)
@@ -718,6 +739,7 @@ class SettlementService:
             "person": mask_id_number(id_number),
             "in_roster": person is not None,
             "scheme": scheme,
+            "retired": retired,
             "region": region,
             "on": day.isoformat(),
             "categories": [{"code": code, "name": names.get(code, code), "valid_from": start.isoformat(),

@@ -36,7 +36,7 @@ from settlement.domain.settle import settle
 from settlement.domain.text import NOTE_MAX, PATH_MAX
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError
-from settlement.services.settlements import movements_of
+from settlement.services.settlements import limit_movements_of, movements_of
 from settlement.services.tariff_schedule import version_of
 from settlement.services.text import CsvUnreadable, checked, csv_rows
 from settlement.tariffstore.schema import CatalogueItem, TariffDocument
@@ -686,15 +686,26 @@ def accumulators_of(stored: str) -> Accumulators:
     return Accumulators(int(data["year"]), int(data["admissions"]),
                         {fund: Decimal(v) for fund, v in data["deductible_used"].items()},
                         {fund: Decimal(v) for fund, v in data["cumulative"].items()},
-                        {fund: Decimal(v) for fund, v in data["paid"].items()})
+                        {fund: Decimal(v) for fund, v in data["paid"].items()},
+                        {level: int(count) for level, count in data.get("admissions_by_level", {}).items()},
+                        {(fund, key): Decimal(v) for fund, keyed in data.get("limits", {}).items()
+                         for key, v in keyed.items()})
 
 
 def recompute(row: Stored, claim_in: ServiceClaimIn, resolved: ResolvedTariff,
               accumulators: Accumulators | None = None) -> Computed:
     """A stored settlement computed again from its claim as received (`claim_in`, read from `row.claim`), the
-    roster categories it recorded and the year-to-date figures it started from (or others, for a simulation)."""
-    claim = claim_in.build(claim_in.patient, tuple(json.loads(row.categories)))
+    roster categories and retirement it recorded and the year-to-date figures it started from (or others, for a
+    simulation)."""
+    claim = claim_in.build(claim_in.patient, tuple(json.loads(row.categories)), bool(row.retired))
     return settle(claim, resolved.tariff, accumulators or accumulators_of(row.accumulators_before))
+
+
+def settling_tariff(store: TariffStore, claim_in: ServiceClaimIn) -> ResolvedTariff:
+    """The version a stored claim is settled by in `store` (the date its tariff says decides)."""
+    visit = claim_in.visit
+    return store.resolve_for(claim_in.patient.region, visit.admission_date, visit.discharge_date,
+                             visit.settled_at.astimezone(SHANGHAI).date())
 
 
 @dataclass(frozen=True)
@@ -716,12 +727,15 @@ class Stored:
     accumulators_before: str
     entries: dict[str, Movement]  # what the settlement itself put in the ledger, by fund
     reversed_at: datetime | None
+    retired: bool | None = None
+    limits: dict[tuple[str, str], int] = field(default_factory=dict)  # its limit entries, by (fund, limit)
 
 
-def _stored(row: Settlement, entries: dict[str, Movement], reversed_at: datetime | None) -> Stored:
+def _stored(row: Settlement, entries: dict[str, Movement], reversed_at: datetime | None,
+            limits: dict[tuple[str, str], int]) -> Stored:
     return Stored(row.id, row.public_id, row.id_number, row.insurance_year, row.settled_at, row.created_at,
                   row.tariff_version_id, row.tariff_parent_version_id, row.tariff_sha256, row.patient_fen,
-                  row.claim, row.categories, row.accumulators_before, entries, reversed_at)
+                  row.claim, row.categories, row.accumulators_before, entries, reversed_at, row.retired, limits)
 
 
 def stored_pages(context: Context, start: date, end: date, versions: dict[int, VersionFile]) -> Iterator[list[Stored]]:
@@ -740,6 +754,9 @@ def stored_pages(context: Context, start: date, end: date, versions: dict[int, V
             for entry in repo.original_entries(ids):
                 entries[entry.settlement_id][entry.fund] = (entry.paid_fen, entry.deductible_fen,
                                                             entry.cumulative_fen)
+            limits: dict[int, dict[tuple[str, str], int]] = {row_id: {} for row_id in ids}
+            for limit in repo.original_limit_entries(ids):
+                limits[limit.settlement_id][(limit.fund, limit.name)] = limit.paid_fen
             reversals = repo.reversal_times(ids)
             for row in rows:
                 for version_id in (row.tariff_version_id, row.tariff_parent_version_id):
@@ -747,7 +764,7 @@ def stored_pages(context: Context, start: date, end: date, versions: dict[int, V
                         version_row = repo.tariff_version(version_id)
                         assert version_row is not None  # a foreign key
                         versions[version_id] = version_of(version_row)
-            page = [_stored(row, entries[row.id], reversals.get(row.id)) for row in rows]
+            page = [_stored(row, entries[row.id], reversals.get(row.id), limits[row.id]) for row in rows]
         yield page
         after = page[-1].id
 
@@ -787,17 +804,17 @@ def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: V
                 schedule: TariffStore) -> dict[str, Any] | None:
     head = {"settlement_id": row.public_id, "settled_at": row.settled_at.astimezone(SHANGHAI).isoformat(),
             "person": mask_id_number(row.id_number), "tariff": version.label + (f"+{parent.label}" if parent else "")}
-    day = row.settled_at.astimezone(SHANGHAI).date()
     claim_in = ServiceClaimIn.model_validate_json(row.claim)
     try:
-        in_force = schedule.resolve(claim_in.patient.region, day)
+        in_force = settling_tariff(schedule, claim_in)
         expected = (in_force.version.id, in_force.parent.id if in_force.parent else None)
     except TariffError:
         expected = None
     if expected != (version.id, parent.id if parent else None):
+        day = row.settled_at.astimezone(SHANGHAI).date()
         return {**head, "kind": "version_not_in_force",
                 "detail": f"the schedule puts {in_force.tariff.ref.version if expected else 'no version'} in force "
-                          f"on {day}, the settlement recorded {version.label}", "funds": []}
+                          f"for a claim settled on {day}, the settlement recorded {version.label}", "funds": []}
     try:
         resolved = store.resolved_pair(version, parent)
         if resolved.tariff.ref.sha256 != row.tariff_sha256:
@@ -816,6 +833,12 @@ def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: V
             funds.append({"fund": fund, "paid": fmt(from_fen(was[0])), "recomputed": fmt(from_fen(now[0])),
                           "deductible": [fmt(from_fen(was[1])), fmt(from_fen(now[1]))],
                           "cumulative": [fmt(from_fen(was[2])), fmt(from_fen(now[2]))]})
+    limits_again = limit_movements_of(computed)
+    for (fund, name) in sorted(set(limits_again) | set(row.limits)):
+        was_paid, now_paid = row.limits.get((fund, name), 0), limits_again.get((fund, name), 0)
+        if was_paid != now_paid:
+            funds.append({"fund": fund, "limit": name, "paid": fmt(from_fen(was_paid)),
+                          "recomputed": fmt(from_fen(now_paid))})
     patient = to_fen(computed.patient_pays)
     if not funds and patient == row.patient_fen:
         return None
@@ -826,29 +849,40 @@ def _verify_one(row: Stored, store: TariffStore, version: VersionFile, parent: V
 
 @dataclass
 class _Chain:
-    """A person's year under the draft: the differences carried from earlier settlements of the period."""
+    """A person's year under the draft: the differences carried from earlier settlements of the period, per fund
+    and per limit inside a fund."""
 
-    moves: list[tuple[datetime, datetime | None, dict[str, Movement]]] = field(default_factory=list)
+    moves: list[tuple[datetime, datetime | None, dict[str, Movement], dict[tuple[str, str], int]]] = field(
+        default_factory=list)
 
-    def shift(self, at: datetime) -> dict[str, Movement]:
+    def shift(self, at: datetime) -> tuple[dict[str, Movement], dict[tuple[str, str], int]]:
         total: dict[str, Movement] = {}
-        for _, reversed_at, delta in self.moves:  # earlier settlements of the person's year, in order
+        limits: dict[tuple[str, str], int] = {}
+        for _, reversed_at, delta, limit_delta in self.moves:  # earlier settlements of the person's year, in order
             if reversed_at is None or reversed_at >= at:
                 for fund, (a, b, c) in delta.items():
                     x, y, z = total.get(fund, (0, 0, 0))
                     total[fund] = (x + a, y + b, z + c)
-        return total
+                for key, paid in limit_delta.items():
+                    limits[key] = limits.get(key, 0) + paid
+        return total, limits
 
 
-def _shifted(accumulators: Accumulators, shift: dict[str, Movement]) -> Accumulators:
+def _shifted(accumulators: Accumulators, shift: tuple[dict[str, Movement], dict[tuple[str, str], int]]) -> Accumulators:
+    funds, limit_shift = shift
+
     def moved(values: Any, index: int) -> dict[str, Decimal]:
         result = dict(values)
-        for fund, delta in shift.items():
+        for fund, delta in funds.items():
             result[fund] = result.get(fund, ZERO) + from_fen(delta[index])
         return result
 
+    limits = dict(accumulators.limits)
+    for key, paid in limit_shift.items():
+        limits[key] = limits.get(key, ZERO) + from_fen(paid)
     return Accumulators(accumulators.year, accumulators.admissions, moved(accumulators.deductible_used, 1),
-                        moved(accumulators.cumulative, 2), moved(accumulators.paid, 0))
+                        moved(accumulators.cumulative, 2), moved(accumulators.paid, 0),
+                        accumulators.admissions_by_level, limits)
 
 
 def simulate(context: Context, reference: str, start: date, end: date, actor: str, *, top: int = 20,
@@ -878,9 +912,8 @@ def simulate(context: Context, reference: str, start: date, end: date, actor: st
         for settlement in page:
             considered += 1
             claim_in = ServiceClaimIn.model_validate_json(settlement.claim)
-            day = settlement.settled_at.astimezone(SHANGHAI).date()
             try:
-                resolved = hypothetical.resolve(claim_in.patient.region, day)
+                resolved = settling_tariff(hypothetical, claim_in)
             except TariffError:
                 continue
             if draft.label not in (resolved.version.label, resolved.parent and resolved.parent.label):
@@ -898,8 +931,12 @@ def simulate(context: Context, reference: str, start: date, end: date, actor: st
             delta = {fund: (n[0] - w[0], n[1] - w[1], n[2] - w[2])
                      for fund in set(now) | set(was)
                      for n, w in [(now.get(fund, (0, 0, 0)), was.get(fund, (0, 0, 0)))]}
+            limits_now = limit_movements_of(computed)
+            limit_delta = {key: limits_now.get(key, 0) - settlement.limits.get(key, 0)
+                           for key in set(limits_now) | set(settlement.limits)}
             chain.moves.append((settlement.created_at, settlement.reversed_at,
-                                {fund: d for fund, d in delta.items() if any(d)}))
+                                {fund: d for fund, d in delta.items() if any(d)},
+                                {key: d for key, d in limit_delta.items() if d}))
             if settlement.reversed_at is not None:
                 continue  # reversed: it nets to nothing either way, but its figures carried until then
             new_patient = to_fen(computed.patient_pays)

@@ -11,7 +11,9 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -72,6 +74,19 @@ class VisitIn(Wire):
     discharge_date: IsoDate
     settled_at: Annotated[IsoDateTime, Field(
         description="settlement time with its offset, e.g. 2024-03-12T10:15:00+08:00")]
+    referral: bool = Field(False, description="referred out of the region (转外就医)")
+    disease: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+        None, description="the disease group a tariff keeps limits by (门诊慢特病病种), as the tariff names it")
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A claim that uses neither dumps as before they existed: its request hash and stored form do not move."""
+        data: dict[str, Any] = handler(self)
+        if not self.referral:
+            data.pop("referral", None)
+        if self.disease is None:
+            data.pop("disease", None)
+        return data
 
 
 class PatientBaseIn(Wire):
@@ -83,6 +98,7 @@ class PatientBaseIn(Wire):
 
 class PatientIn(PatientBaseIn):
     categories: list[Annotated[str, Text(64)]] = Field(default_factory=list, max_length=16)
+    retired: bool = False
 
 
 class LineIn(Wire):
@@ -100,10 +116,15 @@ class YearToDateIn(Wire):
     deductible_used: dict[Fund, Amount] = Field(default_factory=dict)
     cumulative: dict[Fund, Amount] = Field(default_factory=dict)
     paid: dict[Fund, Amount] = Field(default_factory=dict)
+    admissions_by_level: dict[Annotated[str, Text(16)], int] = Field(default_factory=dict)
+    limits: dict[Fund, dict[Annotated[str, Text(130)], Amount]] = Field(
+        default_factory=dict, description="fund -> limit -> paid")
 
     def to_domain(self) -> Accumulators:
         return Accumulators(self.year, self.admissions, _decimals(self.deductible_used), _decimals(self.cumulative),
-                            _decimals(self.paid))
+                            _decimals(self.paid), dict(self.admissions_by_level), {
+                                (fund, key): Decimal(amount) for fund, keyed in self.limits.items()
+                                for key, amount in keyed.items()})
 
 
 class ClaimBaseIn(Wire):
@@ -129,13 +150,14 @@ class ClaimBaseIn(Wire):
             update["lines"] = [line.model_copy(update={"name": mask_id_numbers(line.name)}) for line in self.lines]
         return self.model_copy(update=update) if update else self
 
-    def build(self, patient: PatientBaseIn, categories: tuple[str, ...]) -> Claim:
+    def build(self, patient: PatientBaseIn, categories: tuple[str, ...], retired: bool = False) -> Claim:
         """The domain claim; raises ClaimRejected (every problem) when it is not a valid bill."""
+        visit = self.visit
         return Claim(
             hospital=Hospital(self.hospital.code, self.hospital.level),
-            visit=Visit(self.visit.id, self.visit.type, self.visit.admission_date, self.visit.discharge_date,
-                        self.visit.settled_at),
-            patient=Patient(patient.id_number, patient.name, patient.scheme, patient.region, categories),
+            visit=Visit(visit.id, visit.type, visit.admission_date, visit.discharge_date, visit.settled_at,
+                        visit.referral, visit.disease),
+            patient=Patient(patient.id_number, patient.name, patient.scheme, patient.region, categories, retired),
             lines=tuple(Line(line.id, line.code, line.name, Decimal(line.quantity), Decimal(line.unit_price),
                              Decimal(line.amount)) for line in self.lines),
             declared_total=None if self.total is None else Decimal(self.total),
@@ -149,7 +171,7 @@ class ClaimIn(ClaimBaseIn):
     year_to_date: YearToDateIn | None = None
 
     def to_domain(self) -> Claim:
-        return self.build(self.patient, tuple(self.patient.categories))
+        return self.build(self.patient, tuple(self.patient.categories), self.patient.retired)
 
     def accumulators(self) -> Accumulators:
         if self.year_to_date is None:

@@ -72,13 +72,22 @@ def _percent(value: object) -> str:
 
 
 def accumulators_json(acc: Accumulators) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "year": acc.year,
         "admissions": acc.admissions,
         "deductible_used": {fund: fmt(v) for fund, v in sorted(acc.deductible_used.items())},
         "cumulative": {fund: fmt(v) for fund, v in sorted(acc.cumulative.items())},
         "paid": {fund: fmt(v) for fund, v in sorted(acc.paid.items())},
     }
+    # Only when there is something to say: the figures of a year without them read as they always did.
+    if acc.admissions_by_level:
+        body["admissions_by_level"] = dict(sorted(acc.admissions_by_level.items()))
+    if acc.limits:
+        limits: dict[str, dict[str, str]] = {}
+        for (fund, key), amount in sorted(acc.limits.items()):
+            limits.setdefault(fund, {})[key] = fmt(amount)
+        body["limits"] = limits
+    return body
 
 
 _UNLISTED_NOTE = "not in the catalogue: fully self-paid"
