@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     ServiceCode.QUOTE_ACCUMULATORS_CHANGED: 409,
     ServiceCode.QUOTE_CATEGORIES_CHANGED: 409,
     ServiceCode.ROSTER_INVALID: 422,
+    ServiceCode.HOSPITALS_INVALID: 422,
     ServiceCode.DATABASE_BUSY: 503,
     ServiceCode.DATABASE_UNAVAILABLE: 503,
     ServiceCode.TRANSACTION_CANCELLED: 409,

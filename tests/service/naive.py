@@ -29,9 +29,15 @@ from settlement.services.settlements import SettlementService
 NAIVE_LOCK_YEAR = """
 WITH created AS (
     INSERT INTO person_years (id_number, year, admissions) VALUES (%(id_number)s, %(year)s, 0)
-    ON CONFLICT (id_number, year) DO NOTHING RETURNING admissions)
-SELECT COALESCE((SELECT admissions FROM created),
-                (SELECT admissions FROM person_years WHERE id_number = %(id_number)s AND year = %(year)s), 0)
+    ON CONFLICT (id_number, year) DO NOTHING
+    RETURNING admissions, admissions_township, admissions_county, admissions_city, admissions_provincial)
+SELECT COALESCE(created.admissions, known.admissions, 0),
+       COALESCE(created.admissions_township, known.admissions_township, 0),
+       COALESCE(created.admissions_county, known.admissions_county, 0),
+       COALESCE(created.admissions_city, known.admissions_city, 0),
+       COALESCE(created.admissions_provincial, known.admissions_provincial, 0)
+FROM (SELECT 1) AS one LEFT JOIN created ON true
+LEFT JOIN person_years AS known ON known.id_number = %(id_number)s AND known.year = %(year)s
 """
 
 

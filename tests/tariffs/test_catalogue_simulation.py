@@ -884,7 +884,8 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     assert (json.loads(result.stdout)["checked"], json.loads(result.stdout)["differences"]) == (3, [])
 
     states = {view["version"]: view["status"] for view in tariffs.list_versions(context, CITY)}
-    assert states == {"2024-01-01": "active", "2027-01-01": "active", "2027-02-01": "withdrawn"}
+    assert states == {"2024-01-01": "active", "2025-01-01": "active", "2027-01-01": "active",
+                      "2027-02-01": "withdrawn"}
     by_actor: dict[str, list[str]] = defaultdict(list)
     for actor, action, _ in audit_after(service, 0):
         if action.startswith("tariff."):

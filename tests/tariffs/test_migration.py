@@ -63,6 +63,8 @@ def legacy_rows(*, drop_county_override: bool = False) -> list[dict[str, Any]]:
     store = load_store(TARIFFS)
     rows = []
     for version, parent in store.all_resolutions():
+        if version.effective_from.year > 2024 or (parent is not None and parent.effective_from.year > 2024):
+            continue  # the versions of 2024 only: the old engine had nothing else
         resolved = store.resolved_pair(version, parent)
         ref, content = resolved.tariff.ref, resolved.canonical
         if drop_county_override and ref.region == COUNTY:  # the planted fault: the city's rate under the county

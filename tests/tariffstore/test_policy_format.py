@@ -108,3 +108,27 @@ def test_the_old_versions_setting_is_not_read(tmp_path: Path) -> None:
     resolved = store.resolve_for("610000", date(2024, 12, 28), date(2025, 1, 3), date(2025, 1, 4))
     assert resolved.tariff.ref.version == "2025-01-01"
     assert resolved.tariff.categories_date == "settlement"
+
+
+def test_the_2025_version_covers_employees_and_cites_every_figure() -> None:
+    store = load_store(TARIFFS)
+    resolved = store.resolve("611000", date(2025, 6, 1))
+    document = resolved.document
+    assert resolved.tariff.ref.version == "2025-01-01"
+    layers = {layer.id: layer for layer in document.layers}
+    assert {layer.fund for layer in document.layers} >= {"390100", "390200", "310100", "330100", "610100", "640100"}
+    assert layers["employee_large_amount"].above_cap_of == ["employee_inpatient"]
+    outpatient = layers["basic_outpatient"]
+    assert outpatient.caps.per_visit is None and outpatient.limit is not None  # 100 a year, not a visit
+    for layer in document.layers:
+        blocks = [block for block in (layer.deductible, layer.rate, layer.guarantee, layer.limit) if block]
+        assert all(block.source for block in blocks), f"{layer.id} has an uncited rule block"
+        assert all(rule.source for rule in layer.category_rules), f"{layer.id} has an uncited rule"
+    cited = {layer.deductible.source for layer in document.layers if layer.deductible} | {
+        layer.rate.source for layer in document.layers if layer.rate}
+    assert document.sources["SL-EMPLOYEE"].status == "illustrative" and "SL-EMPLOYEE" in cited
+    assert (resolved.tariff.tariff_date, resolved.tariff.categories_date) == ("admission", "admission")
+    # The county inherits it from 2025 on, with its own assistance rate.
+    county = store.resolve("611021", date(2025, 6, 1))
+    assert county.tariff.ref.version == "2024-01-01+611000@2025-01-01"
+    assert any(layer.id == "employee_inpatient" for layer in county.tariff.layers)

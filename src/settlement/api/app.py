@@ -32,7 +32,7 @@ from settlement.domain.errors import SettlementError
 from settlement.domain.text import CODE_MAX, NOTE_MAX
 from settlement.insurers.config import PayersError, load_payers
 from settlement.problems import problem_body
-from settlement.services import tariffs
+from settlement.services import hospital_register, tariffs
 from settlement.services.auth import Caller, CallerCache, CredentialsWatch, authenticate, credentials_watch
 from settlement.services.context import Context
 from settlement.services.errors import ServiceCode, ServiceError, database_problem
@@ -93,6 +93,7 @@ Note = Annotated[str, Text(NOTE_MAX, multiline=True)]
 # An upload's body is its file plus the multipart framing (boundaries, part headers, a form field or two).
 MULTIPART_ROOM = 64 * 1024
 ROSTER_BODY_BYTES = ROSTER_FILE_BYTES + MULTIPART_ROOM
+REGISTER_BODY_BYTES = hospital_register.MAX_BYTES + MULTIPART_ROOM
 TARIFF_BODY_BYTES = tariffs.MAX_UPLOAD_BYTES + MULTIPART_ROOM
 
 
@@ -195,7 +196,7 @@ def create_app(application: Application) -> FastAPI:
     app.state.credentials = watch = credentials_watch(context)
     app.add_middleware(limits.BodyLimit, default=settings.max_body_bytes, exempt_prefix="/soap", by_path={
         "/v1/admin/roster": ROSTER_BODY_BYTES, "/v1/admin/tariffs": TARIFF_BODY_BYTES,
-        "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES})
+        "/v1/admin/tariffs/catalogue": TARIFF_BODY_BYTES, "/v1/admin/hospitals": REGISTER_BODY_BYTES})
     app.add_middleware(RequestDeadline, deadline=deadlines(settings.request_deadline_seconds,
                                                            settings.ready_deadline_seconds))
     # Added last, so outermost of ours: it answers a bug's exception and keeps its message out of the server's log.
@@ -405,6 +406,13 @@ def create_app(application: Application) -> FastAPI:
         """Import a civil-affairs roster CSV; rows with errors are reported and the valid rows kept."""
         data = file.file.read()
         return import_roster(context, who, file.filename or "roster.csv", data).as_dict()
+
+    @app.post("/v1/admin/hospitals", tags=["admin"], responses=ERRORS)
+    def hospitals(file: UploadFile, who: Auth, check: bool = False) -> dict[str, Any]:
+        """Import a hospital register CSV (code,name,level,region,dialects): the diff with the hospitals recorded,
+        applied unless `check`; the added hospitals' API keys are in `keys`, shown once."""
+        return hospital_register.import_register(context, who, file.filename or "hospitals.csv", file.file.read(),
+                                                 set(application.dialects.dialects), check=check).as_dict()
 
     def administrator(who: Caller) -> str:
         if who.kind != "admin":

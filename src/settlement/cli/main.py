@@ -594,6 +594,7 @@ def scheduler(
 from settlement.cli import backup as _backup  # noqa: E402, F401
 from settlement.cli import finance as _finance  # noqa: E402, F401
 from settlement.cli import keys as _keys  # noqa: E402, F401
+from settlement.cli import register as _register  # noqa: E402, F401
 from settlement.cli import tariffs as _tariffs  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover

@@ -557,6 +557,10 @@ class Repository:
         return list(self.session.scalars(select(HospitalDialect.dialect).where(
             HospitalDialect.hospital_id == hospital_id).order_by(HospitalDialect.dialect)))
 
+    def unbind_dialect(self, hospital_id: int, dialect: str) -> None:
+        self.session.execute(delete(HospitalDialect).where(HospitalDialect.hospital_id == hospital_id,
+                                                           HospitalDialect.dialect == dialect))
+
     def exchanges(self, hospital_id: int | None = None) -> Sequence[SoapExchange]:
         query = select(SoapExchange).order_by(SoapExchange.id)
         if hospital_id is not None:
