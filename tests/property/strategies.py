@@ -12,7 +12,10 @@ from settlement.domain.claim import SHANGHAI, Claim, Hospital, Line, Patient, Vi
 from settlement.domain.money import from_fen, money
 from settlement.domain.tariff import (
     NO_CAP,
+    AdmissionCount,
+    AdmissionOrdinal,
     Band,
+    BandBounds,
     BasePart,
     Caps,
     Catalogue,
@@ -27,6 +30,7 @@ from settlement.domain.tariff import (
     GuaranteeDirection,
     ItemClass,
     Layer,
+    Limit,
     Measure,
     RateMode,
     Rates,
@@ -38,6 +42,7 @@ from tests.factories import VALID_ID
 LEVELS = ("township", "county", "city", "provincial")
 CATEGORIES = ("tekun", "dibao", "jiandang", "low_income")
 FUNDS = ("390100", "390200", "610100", "610102", "640100")
+DISEASES = ("hypertension", "diabetes")
 
 rates = st.integers(min_value=0, max_value=100).map(lambda n: Decimal(n) / 100)
 amounts = st.integers(min_value=0, max_value=5_000_000).map(lambda n: Decimal(n))  # whole yuan
@@ -91,8 +96,9 @@ def layers(draw: st.DrawFn, index: int) -> Layer:
     deductible = None
     if kind != "floor":
         mode = draw(st.sampled_from(list(RateMode)))
+        bounds = draw(st.none() | st.sampled_from(list(BandBounds)))
         if mode is RateMode.ANNUAL_CUMULATIVE:
-            rate_spec = Rates(mode, bands=draw(bands()))
+            rate_spec = Rates(mode, bands=draw(bands()), bounds=bounds)
             per = DeductiblePer.YEAR
         else:
             shape = draw(st.sampled_from(["flat", "by_level", "bands"]))
@@ -102,15 +108,23 @@ def layers(draw: st.DrawFn, index: int) -> Layer:
                 by_level=dict(zip(LEVELS, draw(st.lists(rates, min_size=4, max_size=4)), strict=True))
                 if shape == "by_level" else {},
                 bands=draw(bands()) if shape == "bands" else (),
+                bounds=bounds if shape == "bands" else None,
             )
             per = draw(st.sampled_from(list(DeductiblePer)))
         if draw(st.booleans()):
+            repeat = draw(st.sampled_from(["share", "amount", "listed"])) if per is DeductiblePer.VISIT else ""
+            small = amounts.map(lambda a: a / 100)
             deductible = Deductible(
                 per, draw(amounts.map(lambda a: a / 10)),
-                dict(zip(LEVELS, draw(st.lists(amounts.map(lambda a: a / 100), min_size=4, max_size=4)),
+                dict(zip(LEVELS, draw(st.lists(small, min_size=4, max_size=4)),
                          strict=True)) if draw(st.booleans()) else {},
-                repeat_step=draw(rates) if per is DeductiblePer.VISIT else Decimal(0),
-                repeat_floor=draw(rates) if per is DeductiblePer.VISIT else Decimal(1),
+                repeat_step=draw(rates) if repeat == "share" else Decimal(0),
+                repeat_floor=draw(rates) if repeat == "share" else Decimal(1),
+                repeat_counted=draw(st.sampled_from(list(AdmissionCount))),
+                repeat_step_amount=draw(small) if repeat == "amount" else None,
+                repeat_floor_amount=draw(small) if repeat == "amount" else Decimal(0),
+                repeat_amounts=draw(st.dictionaries(st.sampled_from(LEVELS), st.lists(small, min_size=1, max_size=3)
+                                                    .map(tuple), max_size=4)) if repeat == "listed" else {},
             )
     if kind != "rate":
         direction = GuaranteeDirection.PATIENT_SHARE_AT_MOST if kind == "floor" \
@@ -118,18 +132,27 @@ def layers(draw: st.DrawFn, index: int) -> Layer:
         guarantee = Guarantee(direction, draw(rates), draw(st.sampled_from(list(GuaranteeBase))))
     rules = tuple(draw(st.lists(st.builds(
         CategoryRule,
-        categories=st.frozensets(st.sampled_from(CATEGORIES), min_size=1),
+        categories=st.none() | st.frozensets(st.sampled_from(CATEGORIES), min_size=1),
         waive_deductible=st.booleans(),
-        deductible_scale=st.none() | rates,
+        deductible_scale=st.none() | rates | st.just(Decimal("1.50")),
         rate=st.none() | rates,
         rate_add=st.sampled_from([Decimal(0), Decimal("0.05"), Decimal("0.50")]),
         per_visit_cap=st.none() | caps,
         per_year_cap=st.none() | caps,
+        referral=st.none() | st.booleans(),
+        retired=st.none() | st.booleans(),
+        admissions=st.none() | st.sampled_from(list(AdmissionOrdinal)),
+        deductible_amount=st.none() | amounts.map(lambda a: a / 100),
+        rate_subtract=st.sampled_from([Decimal(0), Decimal("0.10"), Decimal("0.90")]),
     ), max_size=2)))
+    limit = draw(st.none() | st.builds(Limit, st.just("limit"), st.none() | amounts.map(lambda a: a / 10),
+                                       st.dictionaries(st.sampled_from(DISEASES), amounts.map(lambda a: a / 10))))
+    above = tuple(draw(st.lists(st.sampled_from([f"layer{i}" for i in range(index)]), max_size=2, unique=True))) \
+        if index and draw(st.booleans()) else ()
     return Layer(
         id=f"layer{index}", fund=fund, name=f"layer {index}", eligibility=eligibility,
         base_parts=tuple(parts), deductible=deductible, rates=rate_spec,
-        caps=Caps(draw(caps), draw(caps)), category_rules=rules, guarantee=guarantee,
+        caps=Caps(draw(caps), draw(caps)), category_rules=rules, guarantee=guarantee, limit=limit, above_cap_of=above,
     )
 
 
@@ -154,10 +177,12 @@ def claims(draw: st.DrawFn, catalogue: Catalogue, discharge: date = date(2024, 6
                           money(quantity * unit_price)))
     return Claim(
         hospital=Hospital("H1", draw(st.sampled_from(LEVELS))),
-        visit=Visit("V1", draw(st.sampled_from(["inpatient", "outpatient"])), discharge, discharge,
-                    datetime(discharge.year, discharge.month, discharge.day, 12, tzinfo=SHANGHAI)),
+        visit=Visit("V1", draw(st.sampled_from(["inpatient", "outpatient", "chronic_outpatient"])), discharge,
+                    discharge, datetime(discharge.year, discharge.month, discharge.day, 12, tzinfo=SHANGHAI),
+                    draw(st.booleans()), draw(st.none() | st.sampled_from(DISEASES))),
         patient=Patient(VALID_ID, "name", draw(st.sampled_from(["resident", "employee"])), "610000",
-                        tuple(draw(st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True)))),
+                        tuple(draw(st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True))),
+                        draw(st.booleans())),
         lines=tuple(lines),
     )
 
@@ -171,4 +196,7 @@ def year_to_date(draw: st.DrawFn, year: int = 2024) -> Accumulators:
         draw(st.dictionaries(st.sampled_from(FUNDS), fen, max_size=3)),
         draw(st.dictionaries(st.sampled_from(FUNDS), fen, max_size=3)),
         draw(st.dictionaries(st.sampled_from(FUNDS), fen, max_size=3)),
+        draw(st.dictionaries(st.sampled_from(LEVELS), st.integers(min_value=0, max_value=4), max_size=2)),
+        draw(st.dictionaries(st.tuples(st.sampled_from(FUNDS), st.sampled_from(
+            ["limit", "limit:hypertension", "limit:diabetes", "limit:"])), fen, max_size=2)),
     )

@@ -101,7 +101,12 @@ def test_a_year_of_bills_never_passes_a_cap_or_deductible(data: st.DataObject) -
         assert independent_violations(result) == []
         running = dict(result.accumulators_before.paid)
         used = dict(result.accumulators_before.deductible_used)
+        limited = dict(result.accumulators_before.limits)
         for payer in result.payers:
+            if payer.limit_key is not None:
+                limited[payer.limit_key] = limited.get(payer.limit_key, ZERO) + payer.paid
+                if payer.paid > 0:  # a limit inside a fund is never passed either
+                    assert limited[payer.limit_key] <= payer.limit_cap
             per_fund[payer.fund] = per_fund.get(payer.fund, ZERO) + payer.paid
             running[payer.fund] = running.get(payer.fund, ZERO) + payer.paid
             if payer.paid > 0:
