@@ -264,7 +264,7 @@ def test_catalogue_csv_draft_shows_its_diff_and_applies_only_once_approved_and_a
 
     # A draft changes nothing in force: a July bill is still quoted under the shipped catalogue.
     states = {view["version"]: view["state"] for view in tariffs.list_versions(context, CITY)}
-    assert states == {"2024-01-01": "in force", "2024-07-01": "draft"}
+    assert states == {"2024-01-01": "in force", "2024-07-01": "draft", "2025-01-01": "scheduled"}
     cashier = desk(service)
     july = at(date(2024, 7, 2), 10)
     quoted = cashier.quote(july, cashier.claim(new_id_number(), july))
@@ -283,7 +283,7 @@ def test_catalogue_csv_draft_shows_its_diff_and_applies_only_once_approved_and_a
     activated = tariffs.activate(context, "611000/2024-07-01", "admin:bob")
     assert (activated["status"], activated["state"], activated["activated_by"]) == ("active", "scheduled", "admin:bob")
     states = {view["version"]: view["in_force_until"] for view in tariffs.list_versions(context, CITY)}
-    assert states == {"2024-01-01": "2024-06-30", "2024-07-01": None}
+    assert states == {"2024-01-01": "2024-06-30", "2024-07-01": "2024-12-31", "2025-01-01": None}
 
     # On 2 July: a bill of 30 June still pays under the shipped catalogue, a July bill under the new class B:
     # 10% self-paid first, (900.00 - 400.00) x 0.75 from basic insurance.
@@ -344,7 +344,7 @@ def test_malformed_catalogues_are_refused_naming_the_line_and_record_nothing(own
     assert refused.value.code == ServiceCode.TARIFF_REJECTED
     assert "2024-08-01" in refused.value.message
     assert counts(own_service) == before
-    assert [view["version"] for view in tariffs.list_versions(context, CITY)] == ["2024-01-01"]
+    assert [view["version"] for view in tariffs.list_versions(context, CITY)] == ["2024-01-01", "2025-01-01"]
 
 
 def test_a_row_dated_after_the_effective_date_is_refused_naming_its_line(own_service: Service) -> None:
@@ -657,7 +657,7 @@ def test_admin_tariff_endpoints_on_a_live_server(own_service: Service) -> None:
             listed = admin_b.get("/v1/admin/tariffs", params={"region": CITY})
             assert listed.status_code == 200
             assert {view["version"]: view["state"] for view in listed.json()} == {
-                "2024-01-01": "in force", "2024-07-01-rest": "draft"}
+                "2024-01-01": "in force", "2024-07-01-rest": "draft", "2025-01-01": "scheduled"}
             shown = admin_b.get(f"/v1/admin/tariffs/{version_id}").json()
             assert shown["document"]["version"] == "2024-07-01-rest"
             assert [step["action"] for step in shown["history"]] == ["tariff.import"]
@@ -700,7 +700,8 @@ def test_admin_tariff_endpoints_on_a_live_server(own_service: Service) -> None:
             assert (again.status_code, again.json()["code"]) == (409, "TARIFF_STATE")
             states = {view["version"]: (view["state"], view["in_force_until"])
                       for view in admin_a.get("/v1/admin/tariffs").json() if view["region"] == CITY}
-            assert states == {"2024-01-01": ("in force", "2024-06-30"), "2024-07-01-rest": ("scheduled", None)}
+            assert states == {"2024-01-01": ("in force", "2024-06-30"), "2024-07-01-rest": ("scheduled", "2024-12-31"),
+                              "2025-01-01": ("scheduled", None)}
 
             # A catalogue CSV: based on the version in force on its date (the one just activated).
             response = admin_a.post("/v1/admin/tariffs/catalogue", files=csv_upload,
@@ -893,6 +894,6 @@ def test_tariff_commands_end_to_end(own_cli: Service, tmp_path: Path) -> None:
     # The reads (list, show, diff) are audited too, under the command line's name.
     reads = by_actor.pop("cli")
     assert set(reads) == {"tariff.list", "tariff.show", "tariff.diff"}, reads
-    assert dict(by_actor) == {"system": ["tariff.seed"] * 3, "admin:alice": ["tariff.import", "tariff.import"],
+    assert dict(by_actor) == {"system": ["tariff.seed"] * 4, "admin:alice": ["tariff.import", "tariff.import"],
                               "admin:bob": ["tariff.approve", "tariff.activate", "tariff.simulate",
                                             "tariff.withdraw"]}

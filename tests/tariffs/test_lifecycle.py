@@ -184,8 +184,8 @@ def test_a_version_takes_over_exactly_at_midnight_in_shanghai(own_service: Servi
     assert counter.quote("2024-07-01T09:00:00+08:00") == ("2024-01-01", OLD_PAID)  # nor an approved version
     view = tariffs.activate(service.app.context, str(new_id), BOB)
     assert (view["state"], view["effective_from"]) == ("scheduled", "2024-07-01")
-    assert {v["id"]: v["in_force_until"] for v in tariffs.list_versions(service.app.context, CITY)} == {
-        old_id: "2024-06-30", new_id: None}
+    until = {v["id"]: v["in_force_until"] for v in tariffs.list_versions(service.app.context, CITY)}
+    assert (until[old_id], until[new_id]) == ("2024-06-30", "2024-12-31")  # the shipped 2025 version follows it
 
     again = counter.settle("2024-06-20T10:00:00+08:00")  # the same date after activation: still the old one
     assert (again.paid[BASIC], again.version_id) == (OLD_PAID, old_id)
@@ -394,7 +394,7 @@ def test_withdrawing_a_scheduled_version_brings_the_old_one_back(own_service: Se
     assert audit(service, f"{CITY}/2024-07-01")[-1] == ("tariff.withdraw", CAROL)
     after = counter.settle("2024-07-01T08:00:00+08:00")
     assert (after.version_id, after.paid[BASIC]) == (shipped_id(service), OLD_PAID)
-    assert tariffs.show_version(service.app.context, SHIPPED)["in_force_until"] is None
+    assert tariffs.show_version(service.app.context, SHIPPED)["in_force_until"] == "2024-12-31"  # then 2025's
     refusal(ServiceCode.TARIFF_STATE, tariffs.activate, service.app.context, str(scheduled), BOB)
 
 
