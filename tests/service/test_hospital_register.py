@@ -161,6 +161,10 @@ def test_the_command_line(service: Service, tmp_path: Path, monkeypatch: pytest.
     assert "1 hospitals were added" in done.output and str(keys) in done.output
     assert keys.read_text(encoding="utf-8").startswith(f"hospital {code} ")
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
+    register.write_text(HEADER + f"{code},命令行医院,city,611002,\n", encoding="utf-8")
+    changed = runner.invoke(cli, ["hospitals", "import", str(register)])
+    assert changed.exit_code == 0, changed.output
+    assert f"~ {code}: level county -> city; dialects standard -> none" in changed.output
     bad = tmp_path / "bad.csv"
     bad.write_text("code,name\n", encoding="utf-8")
     refused = runner.invoke(cli, ["hospitals", "import", str(bad)])

@@ -48,6 +48,10 @@ def say(text: str) -> None:
     console.print(text, highlight=False, markup=False)
 
 
+def _value(value: object) -> str:
+    return ", ".join(value) or "none" if isinstance(value, list) else str(value)
+
+
 def _show(report: dict[str, Any]) -> None:
     verb = "would be" if report["checked_only"] else "were"
     say(f"{report['filename']}: {report['rows']} rows; {len(report['added'])} hospitals {verb} added, "
@@ -57,9 +61,10 @@ def _show(report: dict[str, Any]) -> None:
         dialects = ", ".join(added["dialects"]) or "REST only"
         say(f"  + {added['code']} {added['name']} ({added['level']}, {added['region']}; {dialects})")
     for changed in report["changed"]:
-        fields = "; ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items() if name != "code")
+        fields = "; ".join(f"{name} {_value(pair[0])} -> {_value(pair[1])}" for name, pair in changed.items()
+                           if name != "code")
         say(f"  ~ {changed['code']}: {fields}")
-    for code in report["absent"]:
-        say(f"  ? {code}: recorded, not in the file")
+    if report["absent"]:
+        say(f"  recorded, not in the file: {', '.join(report['absent'])}")
     for problem in report["rejected"]:
         say(f"  line {problem['line']}: {problem['reason']}" + (f" ({problem['code']})" if problem["code"] else ""))
