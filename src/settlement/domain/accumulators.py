@@ -42,10 +42,9 @@ class Accumulators:
                 if amount < 0 or not is_fen_exact(amount):
                     found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"{name}.{fund}",
                                          f"must be a non-negative amount in fen, got {amount}"))
-        for level, count in self.admissions_by_level.items():
-            if count < 0:
-                found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"admissions_by_level.{level}",
-                                     "must not be negative"))
+        if self.admissions_by_level and min(self.admissions_by_level.values()) < 0:
+            found.extend(Problem(ErrorCode.ACCUMULATORS_INVALID, f"admissions_by_level.{level}", "must not be negative")
+                         for level, count in self.admissions_by_level.items() if count < 0)
         for (fund, key), amount in self.limits.items():
             if amount < 0 or not is_fen_exact(amount):
                 found.append(Problem(ErrorCode.ACCUMULATORS_INVALID, f"limits.{fund}.{key}",

@@ -92,7 +92,12 @@ def band_integral(amount: Decimal, bands: tuple[Band, ...], rate_add: Decimal) -
         if amount <= band.lower:
             break
         top = amount if band.upper is None or amount < band.upper else band.upper
-        result += (top - band.lower) * _clamped(band.rate + rate_add)
+        rate = band.rate + rate_add  # clamped inline: this runs for every band of every banded layer
+        if rate > ONE:
+            rate = ONE
+        elif rate < ZERO:
+            rate = ZERO
+        result += (top - band.lower) * rate
     return result
 
 
@@ -113,30 +118,19 @@ def band_line(value: Decimal, bands: tuple[Band, ...], rate_add: Decimal) -> Dec
     return last
 
 
-class _Curve(NamedTuple):
-    """How the rate turned an amount into the payment: paid = G(end) - G(start), with G(u) = rate x (u - origin) or
-    F(u - origin) on the bands; kept to find the line where a cap cut the payment."""
-
-    bands: tuple[Band, ...]
-    rate: Decimal
-    rate_add: Decimal
-    origin: Decimal
-    start: Decimal
-    end: Decimal
-
-    def line(self, paid: Decimal) -> Decimal:
-        if not self.bands:
-            return self.start + paid / self.rate
-        before = band_integral(self.start - self.origin, self.bands, self.rate_add)
-        return max(self.start, self.origin + band_line(before + paid, self.bands, self.rate_add))
+# How the rate turned an amount into the payment: paid = G(end) - G(start), with G(u) = rate x (u - origin), or
+# F(u - origin) on the bands: (bands, rate, rate_add, origin, start, end). A plain tuple (made for every rated
+# layer, read only when a cap cut the payment).
+Curve = tuple[tuple[Band, ...], Decimal, Decimal, Decimal, Decimal, Decimal]
 
 
-def _earlier_admissions(layer: Layer, state: ChainState) -> int:
-    """The person's earlier inpatient admissions this year, counted as the layer's deductible counts them."""
-    spec = layer.deductible
-    if spec is not None and spec.repeat_counted is AdmissionCount.LEVEL:
-        return state.admissions_by_level.get(state.claim.hospital.level, 0)
-    return state.admissions_before
+def cap_line(curve: Curve, paid: Decimal) -> Decimal:
+    """The amount where the payment reached `paid`: beyond it the rate would have paid more."""
+    bands, rate, rate_add, origin, start, _ = curve
+    if not bands:
+        return start + paid / rate
+    before = band_integral(start - origin, bands, rate_add)
+    return max(start, origin + band_line(before + paid, bands, rate_add))
 
 
 def _matching_rule(layer: Layer, claim: Claim, earlier: int) -> CategoryRule | None:
@@ -209,7 +203,10 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
         return LayerResult(layer.id, fund, layer.name, False, ZERO, ZERO, ZERO, layer.caps.per_visit,
                            layer.caps.per_year, None, tuple(trace))
 
-    earlier = _earlier_admissions(layer, state)
+    # The person's earlier inpatient admissions this year, counted as the layer's deductible counts them.
+    spec = layer.deductible
+    earlier = state.admissions_by_level.get(claim.hospital.level, 0) \
+        if spec is not None and spec.repeat_counted is AdmissionCount.LEVEL else state.admissions_before
     rule = _matching_rule(layer, claim, earlier) if layer.category_rules else None
     if rule is not None:
         trace.append(TraceStep("category_rule", (("rule", _rule_name(rule)),), None, rule.source))
@@ -231,12 +228,11 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
     annual_deductible: Decimal | None = None
     cumulative_before = state.cumulative.get(fund, ZERO)
     raw = ZERO
-    curve: _Curve | None = None
+    curve: Curve | None = None
     rates = layer.rates
     if rates is not None:
         scale = ONE if rule is None or rule.deductible_scale is None else rule.deductible_scale
         waived = rule is not None and rule.waive_deductible
-        spec = layer.deductible
         level = claim.hospital.level
         if spec is not None and waived:
             trace.append(TraceStep("deductible.waived", (("categories", claim.patient.categories),), ZERO))
@@ -281,7 +277,7 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
             origin = ZERO if rates.band_bounds is BandBounds.ON_AMOUNT else floor
             raw = ZERO if after <= lower else money(band_integral(after - origin, rates.bands, rate_add)
                                                     - band_integral(lower - origin, rates.bands, rate_add))
-            curve = _Curve(rates.bands, ZERO, rate_add, origin, lower, after)
+            curve = (rates.bands, ZERO, rate_add, origin, lower, after)
             trace.append(TraceStep("rate.annual_cumulative", (
                 ("cumulative_before", cumulative_before), ("cumulative_after", after), ("threshold", floor),
                 ("rate_add", rate_add), ("bands", rates.bands), *named), raw, rates.source))
@@ -291,13 +287,13 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
                 if rates.band_bounds is BandBounds.ON_AMOUNT:
                     raw = money(band_integral(base, rates.bands, rate_add)
                                 - band_integral(deductible, rates.bands, rate_add))
-                    curve = _Curve(rates.bands, ZERO, rate_add, ZERO, deductible, base)
+                    curve = (rates.bands, ZERO, rate_add, ZERO, deductible, base)
                     trace.append(TraceStep("rate.bands", (
                         ("amount", base), ("above", deductible), ("rate_add", rate_add), ("bands", rates.bands),
                         *named), raw, rates.source))
                 else:
                     raw = money(band_integral(payable, rates.bands, rate_add))
-                    curve = _Curve(rates.bands, ZERO, rate_add, deductible, deductible, base)
+                    curve = (rates.bands, ZERO, rate_add, deductible, deductible, base)
                     trace.append(TraceStep("rate.bands", (
                         ("amount", payable), ("rate_add", rate_add), ("bands", rates.bands), *named),
                         raw, rates.source))
@@ -306,7 +302,7 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
                     level, rates.rate if rates.rate is not None else ZERO)
                 rate = _clamped(rate + rate_add)
                 raw = money(payable * rate)
-                curve = _Curve((), rate, ZERO, ZERO, deductible, base)
+                curve = ((), rate, ZERO, ZERO, deductible, base)
                 trace.append(TraceStep("rate.flat", (("amount", payable), ("rate", rate)), raw,
                                        rule.source if override is not None and rule is not None else rates.source))
 
@@ -357,8 +353,8 @@ def apply_layer(layer: Layer, state: ChainState) -> LayerResult:
     if raw < uncapped and curve is not None:
         # A cap cut the payment: the rest of the amount rated, above the line where the payment stopped, is what
         # a layer paying above this one's cap line may take.
-        line = curve.line(raw)
-        above_cap = money(curve.end - line)
-        trace.append(TraceStep("cap.line", (("line", money(line)), ("amount", curve.end)), above_cap))
+        line = cap_line(curve, raw)
+        above_cap = money(curve[5] - line)
+        trace.append(TraceStep("cap.line", (("line", money(line)), ("amount", curve[5])), above_cap))
     return LayerResult(layer.id, fund, layer.name, True, base, deductible, raw, visit_cap, year_cap,
                        annual_deductible, tuple(trace), deductible_delta, base, limit_key, limit_cap, above_cap)
