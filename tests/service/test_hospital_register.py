@@ -26,7 +26,7 @@ from settlement.services.auth import Caller
 from settlement.services.errors import ServiceCode, ServiceError
 from settlement.services.hospital_register import import_register
 from tests.factories import ROOT
-from tests.service.conftest import LiveServer, Service, claim_body, new_id_number, point_cli_at, serving
+from tests.service.conftest import LiveServer, Service, act_as, claim_body, new_id_number, point_cli_at, serving
 
 REGISTER = ROOT / "examples/hospitals/611000-register.csv"
 DIALECTS = {"standard", "legacy-gbk", "rural-ncms"}
@@ -152,6 +152,12 @@ def test_the_command_line(service: Service, tmp_path: Path, monkeypatch: pytest.
     register = tmp_path / "register.csv"
     code = f"H{new_id_number()[:11]}"
     register.write_text(HEADER + f"{code},命令行医院,county,611002,standard\n", encoding="utf-8")
+    unknown = runner.invoke(cli, ["hospitals", "import", str(register), "--check"])
+    assert unknown.exit_code == 2 and "AUTH_REQUIRED" in unknown.output  # whose import is it?
+    act_as(service, monkeypatch, "finance")
+    finance = runner.invoke(cli, ["hospitals", "import", str(register), "--check"])
+    assert finance.exit_code == 2 and "FORBIDDEN" in finance.output
+    actor = act_as(service, monkeypatch)
     checked = runner.invoke(cli, ["hospitals", "import", str(register), "--check"])
     assert checked.exit_code == 0, checked.output
     assert "1 hospitals would be added" in checked.output and f"+ {code} 命令行医院" in checked.output
@@ -159,6 +165,9 @@ def test_the_command_line(service: Service, tmp_path: Path, monkeypatch: pytest.
     done = runner.invoke(cli, ["hospitals", "import", str(register), "--keys", str(keys)])
     assert done.exit_code == 0, done.output
     assert "1 hospitals were added" in done.output and str(keys) in done.output
+    with service.app.engine.connect() as connection:  # recorded under the key's holder
+        assert connection.execute(text("SELECT actor FROM audit_log WHERE action = 'hospital.create' AND "
+                                       "entity_id = :code"), {"code": code}).scalar_one() == actor
     assert keys.read_text(encoding="utf-8").startswith(f"hospital {code} ")
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
     register.write_text(HEADER + f"{code},命令行医院,city,611002,\n", encoding="utf-8")

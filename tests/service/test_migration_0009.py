@@ -1,7 +1,7 @@
-"""Migration 0009 on a database the engine of the revision before it used: its years gain their admissions by hospital level,
-filled in from the settlements (the level of each claim as received) and their reversals, so that a tariff
-counting repeat admissions per level sees the year as it was; the settlements recorded before it (no retirement
-recorded) recompute unchanged; a downgrade removes what it added, the append-only guards of the settlements
+"""Migration 0009 on a database the engine of the revision before it used: its years gain their admissions by
+hospital level, filled in from the settlements (the level of each claim as received) and their reversals, so that
+a tariff counting repeat admissions per level sees the year as it was; the settlements recorded before it (no
+retirement recorded) recompute unchanged; a downgrade removes what it added, the append-only guards of the settlements
 survive both ways, and an upgrade after it works again. Both databases.
 
 Planted-fault control: the filling-in without the reversals counts a reversed stay (the check sees it)."""
@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from alembic.script import ScriptDirectory
 
 from settlement.db.engine import make_engine

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from settlement.cli.identity import ADMIN, KeyFile, acting_person
 from settlement.cli.main import _application, console, hospitals_app, refused
 from settlement.domain.claim import SHANGHAI
 from settlement.services.errors import ServiceError
@@ -21,15 +22,18 @@ def hospitals_import(
     check: Annotated[bool, typer.Option("--check", help="show the differences, change nothing")] = False,
     keys: Annotated[Path | None, typer.Option(
         "--keys", help="where to write the added hospitals' API keys (default: the data directory)")] = None,
+    key_file: KeyFile = None,
 ) -> None:
-    """Import a hospital register: add, change (name, level, region, SOAP dialects) and report the differences;
-    recorded hospitals the file does not list are reported and left alone. New hospitals' keys go to a file."""
-    from settlement.bootstrap import SYSTEM, write_private
+    """Import a hospital register (an administrator's key): add, change (name, level, region, SOAP dialects) and
+    report the differences; recorded hospitals the file does not list are reported and left alone. New hospitals'
+    keys go to a file."""
+    from settlement.files import private_dir, write_private
     from settlement.services.hospital_register import import_register
 
     application = _application()
     try:
-        report = import_register(application.context, SYSTEM, file.name, file.read_bytes(),
+        who = acting_person(application.context, ADMIN, key_file)
+        report = import_register(application.context, who, file.name, file.read_bytes(),
                                  set(application.dialects.dialects), check=check)
     except ServiceError as error:
         raise refused(error) from None
@@ -39,7 +43,7 @@ def hospitals_import(
     if report.keys:
         stamp = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M%S")
         target = keys or application.settings.data_dir / f"hospital-keys-{stamp}.txt"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         write_private(target, "".join(f"hospital {code} {key}\n" for code, key in report.keys.items()))
         say(f"API keys of the {len(report.keys)} hospitals added (shown once): {target} (mode 0600)")
 
