@@ -375,3 +375,37 @@ def test_a_claim_without_the_new_fields_hashes_as_before() -> None:
         "visit": data["claim"]["visit"] | {"referral": True, "disease": "hypertension"}}})
     assert referred.model_dump(mode="json")["claim"]["visit"] | {} == dumped["claim"]["visit"] | {
         "referral": True, "disease": "hypertension"}
+
+
+def test_the_pipelined_settlement_still_sends_five_statements(pg_service: Service,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits, the admissions by level, the roster's spans and retirement ride in the statements a PostgreSQL
+    settlement already sent: BEGIN, the year's lock, one read, one write, COMMIT (docs/performance.md)."""
+    import psycopg
+
+    from settlement.services.auth import authenticate
+    from settlement.services.settlements import SettlementService
+
+    service = pg_service
+    put_in_force(service, version("2024-07-01", outpatient_limit))
+    service.clock.now = JULY
+    code, key = service.hospital("township")
+    with service.app.context.uow() as tx:
+        caller = authenticate(tx.repo, key)
+    settlements = SettlementService(service.app.context)
+    first = SettleRequest.model_validate(body(code, "township", new_id_number(), "P-0", amount="120.00",
+                                              visit_type="outpatient"))
+    assert settlements.settle(caller, first).status == 201  # the worker loads the schedule's versions once
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counted(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query).split()[0] if str(query).strip() else "")
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    request = SettleRequest.model_validate(body(code, "township", new_id_number(), "P-1", amount="120.00",
+                                                visit_type="outpatient"))
+    reply = settlements.settle(caller, request)
+    assert reply.status == 201 and paid(reply.json(), "390100") == Decimal("60.00")
+    assert sent == ["BEGIN", "INSERT", "SELECT", "WITH", "COMMIT"], sent
