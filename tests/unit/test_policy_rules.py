@@ -171,7 +171,10 @@ def test_flat_layer_is_unchanged_by_the_new_fields() -> None:
 
 
 def test_a_rate_never_goes_above_one() -> None:
-    raised = Layer("basic", "390100", "basic", rates=Rates(bands=(Band(Decimal(0), None, Decimal("0.98")),)),
-                   category_rules=(CategoryRule(None, retired=True, rate_add=Decimal("0.05")),))
-    result = settle(make_claim(retired=True), make_tariff(raised), Accumulators(2024))
-    assert result.payers[0].paid == Decimal("100.00")
+    retiree = (CategoryRule(None, retired=True, rate_add=Decimal("0.05")),)
+    banded = Layer("basic", "390100", "basic", rates=Rates(bands=(Band(Decimal(0), None, Decimal("0.98")),)),
+                   category_rules=retiree)
+    flat = Layer("basic", "390100", "basic", rates=Rates(rate=Decimal("0.98")), category_rules=retiree)
+    for raised in (banded, flat):
+        result = settle(make_claim(retired=True), make_tariff(raised), Accumulators(2024))
+        assert result.payers[0].paid == Decimal("100.00")
