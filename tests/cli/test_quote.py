@@ -125,3 +125,30 @@ def test_the_installed_command_runs_as_a_user_would() -> None:
                                capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["patient_pays"] == "0.00"
+
+
+def test_the_offline_quote_follows_the_tariffs_date_rule_and_reads_the_new_fields(tmp_path: Path) -> None:
+    """611000/2025-01-01 says the admission date decides: a stay admitted in December 2024 is quoted under the 2024
+    version (no employee scheme), one admitted in January under 2025's, with the retiree's rate and the year's
+    figures of the claim file (its limits and admissions by level read back)."""
+    claim = json.loads((EXAMPLES / "inpatient-dibao-county.json").read_text(encoding="utf-8"))
+    claim["patient"] |= {"scheme": "employee", "categories": [], "retired": True}
+    claim["visit"] |= {"admission_date": "2024-12-28", "discharge_date": "2025-01-03",
+                       "settled_at": "2025-01-03T10:00:00+08:00", "referral": False}
+    claim["year_to_date"] = {"year": 2025, "admissions": 1, "admissions_by_level": {"city": 1},
+                             "limits": {"310100": {"outpatient_pooling": "20.00"}}}
+    path = tmp_path / "claim.json"
+    path.write_text(json.dumps(claim, ensure_ascii=False), encoding="utf-8")
+    old = quote_json(path)
+    assert old["tariff"]["version"] == "2024-01-01"  # type: ignore[index]
+    assert old["patient_pays"] == old["total"]
+    claim["visit"]["admission_date"] = "2025-01-02"
+    path.write_text(json.dumps(claim, ensure_ascii=False), encoding="utf-8")
+    new = quote_json(path)
+    employee = next(p for p in new["payers"] if p["layer"] == "employee_inpatient")  # type: ignore[attr-defined]
+    assert new["tariff"]["version"] == "2025-01-01"  # type: ignore[index]
+    # County, the first county stay but the second of the year (deductible by year: the listed 300.00); 85% + 5.
+    assert employee["deductible"] == "300.00" and "90%" in employee["summary"]
+    after = new["year_to_date"]["after"]  # type: ignore[index]
+    assert after["limits"] == {"310100": {"outpatient_pooling": "20.00"}}
+    assert after["admissions_by_level"] == {"city": 1, "county": 1}

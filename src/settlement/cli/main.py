@@ -79,7 +79,9 @@ def quote(
     try:
         claim_in = parse_claim_json(claim_file.read_bytes())
         claim = claim_in.to_domain()
-        tariff = store.tariff(claim.patient.region, claim.tariff_date)
+        visit = claim.visit  # the version the tariff's own date rule picks (dates.tariff)
+        tariff = store.resolve_for(claim.patient.region, visit.admission_date, visit.discharge_date,
+                                   claim.tariff_date).tariff
         result = settle(claim, tariff, claim_in.accumulators())
     except TariffError as error:
         raise _fail(error, EXIT_TARIFF) from None
