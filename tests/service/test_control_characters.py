@@ -83,6 +83,7 @@ BASELINES: dict[tuple[str, str], Baseline] = {
     ("GET", "/v1/finance/clearing/{month}/statement.{extension}"): Baseline(
         "finance", path={"month": "2024-06", "extension": "csv"}),
     ("POST", "/v1/admin/roster"): Baseline("admin", upload=True),
+    ("POST", "/v1/admin/hospitals"): Baseline("admin", query={"check": "true"}, upload=True),
     ("GET", "/v1/admin/tariffs"): Baseline("admin"),
     ("POST", "/v1/admin/tariffs"): Baseline("admin", upload=True),
     ("POST", "/v1/admin/tariffs/catalogue"): Baseline("admin", query={"region": "611000"}, upload=True),

@@ -65,8 +65,11 @@ def test_a_settlements_hash_is_found_in_every_listing(cli_env: Service, live: Li
         view = next(v for v in views if f"{v['region']}/{v['version']}" == label)
         # One city version in force: one resolution, and `sha256` is it; the stored document's hash is another.
         assert view["sha256"] == sha256
-        assert view["resolved"] == [{"with": "611000/2024-01-01" if label.startswith("611021") else None,
-                                     "sha256": sha256, "version": settled["tariff"]["version"]}]
+        assert view["resolved"][0] == {"with": "611000/2024-01-01" if label.startswith("611021") else None,
+                                       "sha256": sha256, "version": settled["tariff"]["version"]}
+        # The county inherits the city's shipped 2025 version too, from its start: a second resolution.
+        assert [item["with"] for item in view["resolved"][1:]] == (
+            ["611000/2025-01-01"] if label.startswith("611021") else [])
         assert view["document_sha256"] != sha256 and len(view["document_sha256"]) == 64
         printed = runner.invoke(cli, ["tariffs", "show", label])
         assert printed.exit_code == 0, printed.output
