@@ -26,7 +26,11 @@ lint: $(STAMP)
 # from the service's. The other tests then run without the tracer, which made them half as slow again, and the
 # property tests last.
 DOMAIN_TESTS := tests/unit tests/golden
-test: lint
+.PHONY: system-packages
+system-packages:
+	deploy/system-packages.sh
+
+test: lint system-packages
 	$(BIN)/pytest -m "not property" --cov --cov-branch --cov-report= $(DOMAIN_TESTS)
 	$(BIN)/coverage report --include='src/settlement/domain/*' --fail-under=100
 	$(BIN)/pytest -m "not property" $(addprefix --ignore=,$(DOMAIN_TESTS))
